@@ -1,0 +1,43 @@
+"""The inference contract: what goes into a policy and what comes out (numpy only, no torch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One synchronized observation of the robot.
+
+    images: camera name -> RGB uint8 array [H, W, 3], any size (the policy resizes).
+    proprio: joint positions [J] in the model's joint order (the gripper is a joint), physical units.
+    instruction: the language goal, non-empty.
+    stamp: seconds; the ROS time of the image the observation was built from (header stamp).
+    """
+
+    images: dict[str, np.ndarray]
+    proprio: np.ndarray
+    instruction: str
+    stamp: float = 0.0
+
+
+@dataclass(frozen=True)
+class ChunkPrediction:
+    """A chunk of future joint-position targets predicted from one observation.
+
+    positions: [H, J] targets in physical units, in ``joint_names`` order; row i is the target for
+        time ``stamp + (i + 1) * dt``.
+    iterations: recurrent-core iterations (or unmasking steps) actually run.
+    halt_reason: why the decoder stopped: "converged", "max_iterations" or "fixed".
+    timings_ms: stage name -> milliseconds (e.g. "preprocess", "trunk", "core", "coda", "total").
+    """
+
+    positions: np.ndarray
+    joint_names: tuple[str, ...]
+    dt: float
+    stamp: float
+    iterations: int
+    halt_reason: str
+    timings_ms: dict[str, float] = field(default_factory=dict)
