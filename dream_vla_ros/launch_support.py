@@ -50,11 +50,10 @@ def _overrides(config: str, model: str, backend: str) -> dict[str, dict[str, Any
 
 def generate(config_name: str):
     """A LaunchDescription for ``config/<config_name>.yaml`` with the arguments of ``LAUNCH_ARGUMENTS``."""
+    from launch import LaunchDescription
     from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
-
-    from launch import LaunchDescription
 
     def setup(context, *_args, **_kwargs):
         value = {name: LaunchConfiguration(name).perform(context) for name in LAUNCH_ARGUMENTS}
