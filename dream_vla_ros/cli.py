@@ -18,6 +18,8 @@ from dream_vla_ros.errors import DreamVlaError
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("info", "show version, ROS distribution, available backends and shipped models"),
     "up": ("up", "start the node graph of a named config as processes (no ros2 launch needed)"),
+    "bench": ("bench", "run a benchmark and print its figures (JSON with --json)"),
+    "collect": ("collect", "record scripted-expert demonstrations in simulation into a dataset"),
 }
 
 

@@ -12,7 +12,9 @@ import json
 
 # name -> (module under dream_vla_ros.benchmarks, one-line help). Each module has
 # ``add_arguments(parser)``, ``run(args) -> dict`` and ``summary(result) -> str``.
-BENCHMARKS: dict[str, tuple[str, str]] = {}
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "executor": ("executor", "chunk executor smoothness, tracking and cost per tick"),
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,17 @@
+"""What is the robot in tests? A Meta-World Sawyer arm driven by joint-position targets (no ROS, no torch).
+
+Importing this package sets ``MUJOCO_GL=egl`` (headless rendering through Mesa) and ``LP_NUM_THREADS=1``
+(one llvmpipe thread per process; parallelism comes from worker processes) unless they are already set;
+both must be in the environment before ``mujoco`` is first imported. Override them by exporting other
+values (for example ``MUJOCO_GL=osmesa``) before starting Python.
+
+Modules: ``tasks`` (MT10 task list and phrasings), ``joint_arm`` (the simulated arm), ``expert``
+(scripted-expert demonstrations in joint space), ``collect`` (parallel demonstration collection).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("LP_NUM_THREADS", "1")

@@ -1,0 +1,1 @@
+"""Where do weights come from? Datasets, training and checkpoints."""
