@@ -13,6 +13,7 @@ import json
 # name -> (module under dream_vla_ros.benchmarks, one-line help). Each module has
 # ``add_arguments(parser)``, ``run(args) -> dict`` and ``summary(result) -> str``.
 BENCHMARKS: dict[str, tuple[str, str]] = {
+    "policy": ("policy", "parameters, FLOPs and CPU latency of a policy preset"),
     "executor": ("executor", "chunk executor smoothness, tracking and cost per tick"),
 }
 

@@ -1,5 +1,8 @@
 """What is the model? The recurrent-depth VLA, its checkpoints and its inference API.
 
-Importing this package does not import torch: the observation/prediction contract in
-``observation`` is numpy-only so engines and nodes can use it without the model.
+Importing this package does not import torch. Numpy-only modules (engines and nodes may use them without the
+model): ``observation`` (the Observation / ChunkPrediction contract), ``config`` (ModelConfig and presets),
+``preprocess``, ``normalization``, ``tokenizer``, ``samples`` (TrainingSample), ``synthetic`` (a toy task).
+Torch modules: ``layers``, ``vision``, ``trunk``, ``recurrent_decoder``, ``discrete_decoder``, ``halting``,
+``model`` (VlaModel and the export graphs), ``checkpoint``, ``inference`` (TorchPolicy), ``objectives``.
 """

@@ -1,0 +1,64 @@
+"""Train a policy on a dataset directory and write a checkpoint directory.
+
+The checkpoint (config.json, model.safetensors, MODEL_CARD.md) is written every --checkpoint-every steps
+and at the end, with metrics.jsonl and training_curves.png next to it. --resume continues from the
+optimiser state saved there. --init starts from another checkpoint (fine-tuning); layers whose shapes do
+not fit (another joint set or image size) are re-initialised and listed.
+
+examples:
+  dream-vla-ros train --dataset data/mt10 --out models/metaworld_mt10 --preset sim --minutes 45
+  dream-vla-ros train --dataset data/my_arm --out runs/my_arm --init models/metaworld_mt10 --steps 5000
+  dream-vla-ros train --dataset data/mt10 --out runs/tiny --preset tiny --steps 200
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, help="dataset directory (see docs/dataset_format.md)")
+    parser.add_argument("--out", required=True, help="checkpoint directory to write")
+    parser.add_argument("--preset", default="sim", help="model preset: tiny, sim or orin")
+    parser.add_argument("--decoder", default="", choices=["", "recurrent", "discrete"], help="override the decoder")
+    parser.add_argument("--init", default="", help="checkpoint to start from (fine-tuning)")
+    parser.add_argument("--steps", type=int, default=20000, help="optimiser steps (the LR schedule spans them)")
+    parser.add_argument("--minutes", type=float, default=0.0, help="stop after this many minutes (0: no limit)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    parser.add_argument("--eval-every", type=int, default=500, help="validation interval in steps")
+    parser.add_argument("--checkpoint-every", type=int, default=1000, help="checkpoint interval in steps")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="continue from the state saved in --out")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def main(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from dream_vla_ros.train.trainer import TrainConfig, train
+
+    config = TrainConfig(
+        dataset=args.dataset, out=args.out, preset=args.preset, init=args.init, decoder=args.decoder,
+        steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every,
+        checkpoint_every=args.checkpoint_every, seed=args.seed, threads=args.threads, device=args.device,
+    )
+    bar = tqdm(total=config.steps, disable=args.no_progress, unit="step", dynamic_ncols=True)
+
+    def progress(step: int, record: dict) -> None:
+        bar.n = step
+        shown = {"loss": f"{record['loss']:.4f}"}
+        if "val_loss" in record:
+            shown["val"] = f"{record['val_loss']:.4f}"
+        bar.set_postfix(shown, refresh=False)
+        bar.refresh()
+        if args.no_progress and (step % config.eval_every == 0):
+            print(f"step {step}: " + ", ".join(f"{k} {v}" for k, v in shown.items()), flush=True)
+
+    result = train(config, progress=progress, resume=args.resume, log=tqdm.write)
+    bar.close()
+    print(f"trained {result.steps} steps in {result.seconds / 60:.1f} min ({result.samples_per_second:.0f} "
+          f"samples/s); checkpoint: {result.out}")
+    return 0

@@ -1,0 +1,282 @@
+"""The training loop: a dataset directory in, a validated checkpoint directory out.
+
+One step = sample a batch of (observation, target chunk) pairs from the training episodes, augment (random
+image shift, a random training phrasing of the episode's task), compute the policy objective (the
+recurrent-depth recipe or masked discrete diffusion, see :mod:`dream_vla_ros.policy.objectives`), AdamW with
+warm-up + cosine decay and gradient clipping.
+
+The output directory holds the checkpoint (``config.json``, ``model.safetensors``, ``MODEL_CARD.md``), the
+metrics of every logged step (``metrics.jsonl``), a plot of the curves (``training_curves.png``) and, for
+``--resume``, the optimiser state (``training_state/``: safetensors + JSON, never pickle).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dream_vla_ros.configuration import require
+from dream_vla_ros.errors import ConfigError
+from dream_vla_ros.policy.checkpoint import load_checkpoint, save_checkpoint
+from dream_vla_ros.policy.config import ModelConfig, preset
+from dream_vla_ros.policy.model import VlaModel
+from dream_vla_ros.policy.normalization import fit_normalization
+from dream_vla_ros.policy.objectives import collate, make_objective
+from dream_vla_ros.policy.samples import TrainingSample
+from dream_vla_ros.train.dataset import ChunkSampler, Dataset, split_by_episode
+from dream_vla_ros.train.optimizer_state import load_training_state, save_training_state
+from dream_vla_ros.train.transfer import transfer_weights
+
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What to train and how.
+
+    dataset: dataset directory (see docs/dataset_format.md); out: checkpoint directory to write.
+    preset: model preset (tiny, sim, orin); init: optional checkpoint to start from (fine-tuning).
+    decoder: override the preset's decoder kind ("" keeps it).
+    steps: optimiser steps (the cosine schedule spans them); minutes: wall-clock budget (0 = none).
+    shift_pixels: random-shift augmentation; vary_phrasing: draw a training phrasing of the task per sample.
+    val_fraction: episodes held out per task for validation; eval_every / checkpoint_every: in steps.
+    threads: torch CPU threads (0 = torch's default).
+    """
+
+    dataset: str
+    out: str
+    preset: str = "sim"
+    init: str = ""
+    decoder: str = ""
+    steps: int = 20000
+    minutes: float = 0.0
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 300
+    grad_clip: float = 1.0
+    shift_pixels: int = 4
+    vary_phrasing: bool = True
+    val_fraction: float = 0.1
+    eval_every: int = 500
+    eval_samples: int = 256
+    checkpoint_every: int = 1000
+    seed: int = 0
+    threads: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        require(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+        require(self.minutes >= 0, "minutes", f"must be >= 0, got {self.minutes}")
+        require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        require(0 <= self.val_fraction < 1, "val_fraction", f"must be in [0, 1), got {self.val_fraction}")
+        require(self.eval_every >= 1 and self.checkpoint_every >= 1, "eval_every", "intervals must be >= 1")
+        require(self.decoder in ("", "recurrent", "discrete"), "decoder", "must be recurrent, discrete or empty")
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    steps: int
+    seconds: float
+    samples_per_second: float
+    final: dict[str, float]
+
+
+def action_stride(model_dt: float, dataset_dt: float) -> int:
+    """Dataset frames per chunk row; the model's dt must be a whole multiple of the dataset's."""
+    ratio = model_dt / dataset_dt
+    if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
+        raise ConfigError(f"dt: the model's dt {model_dt} s is not a whole multiple of the dataset's {dataset_dt} s")
+    return round(ratio)
+
+
+def learning_rate(step: int, config: TrainConfig, elapsed_s: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to 5% of the peak.
+
+    Progress is the larger of ``step / steps`` and, with a time budget, ``elapsed / minutes``, so a run cut
+    short by its budget still ends its schedule (on a loaded machine fewer steps fit than planned).
+    """
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    if config.minutes:
+        progress = max(progress, elapsed_s / (config.minutes * 60))
+    progress = min(1.0, progress)
+    return config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class _Batcher:
+    """Turns sampler indices into training samples, with phrasing augmentation."""
+
+    def __init__(self, sampler: ChunkSampler, cameras: dict[str, str], phrasings: dict[str, list[str]],
+                 vary_phrasing: bool) -> None:
+        self.sampler = sampler
+        self.cameras = cameras  # model camera name -> dataset camera name
+        self.phrasings = phrasings
+        self.vary_phrasing = vary_phrasing
+
+    def samples(self, indices: np.ndarray, rng: np.random.Generator | None) -> list[TrainingSample]:
+        out = []
+        for k in indices:
+            s = self.sampler[int(k)]
+            instruction = s.instruction
+            options = self.phrasings.get(s.task, [])
+            if self.vary_phrasing and rng is not None and options:
+                instruction = options[int(rng.integers(len(options)))]
+            images = {model_cam: s.images[data_cam] for model_cam, data_cam in self.cameras.items()}
+            out.append(TrainingSample(images, s.proprio, instruction, s.actions, s.mask))
+        return out
+
+
+def _model_config(config: TrainConfig, dataset: Dataset) -> ModelConfig:
+    model_config = preset(config.preset)
+    if config.decoder:
+        model_config = dataclasses.replace(
+            model_config, decoder=dataclasses.replace(model_config.decoder, kind=config.decoder))
+    meta = dataset.meta
+    cameras = tuple(meta.cameras)
+    if len(cameras) != len(model_config.vision.cameras):
+        raise ConfigError(f"cameras: the dataset has {len(cameras)} ({', '.join(cameras)}), preset "
+                          f"{config.preset} reads {len(model_config.vision.cameras)}")
+    return dataclasses.replace(
+        model_config,
+        joint_names=tuple(meta.joint_names),
+        vision=dataclasses.replace(model_config.vision, cameras=cameras),
+    )
+
+
+def _fit_statistics(model_config: ModelConfig, sampler: ChunkSampler, rng: np.random.Generator) -> ModelConfig:
+    picks = rng.choice(len(sampler), size=min(len(sampler), 20000), replace=False)
+    batch = sampler.batch(picks)
+    norm = fit_normalization(batch["proprio"], batch["actions"], action_mode=model_config.normalization.action_mode)
+    return dataclasses.replace(model_config, normalization=norm)
+
+
+def train(config: TrainConfig, progress: Callable[[int, dict[str, float]], None] | None = None,
+          resume: bool = False, log: Callable[[str], None] = print) -> TrainResult:
+    """Train per ``config``; ``progress(step, metrics)`` is called after every step."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+
+    dataset = Dataset(config.dataset)
+    meta = dataset.meta
+    train_ids, val_ids = split_by_episode([e.task for e in meta.episodes], config.val_fraction, config.seed)
+    log(f"dataset {config.dataset}: {len(meta.episodes)} episodes ({len(train_ids)} train, {len(val_ids)} "
+        f"validation), {meta.num_frames} frames")
+    resumed = load_training_state(out) if resume else None
+    if resumed is not None:
+        model = load_checkpoint(out, device=config.device)
+        model_config = model.config
+        log(f"resuming from step {resumed.step}")
+    else:
+        model_config = _model_config(config, dataset)
+    stride = action_stride(model_config.dt, meta.dt)
+    load = list(dataset.episodes(train_ids))
+    sampler = ChunkSampler(load, model_config.chunk_length, action_stride=stride)
+    val_sampler = ChunkSampler(list(dataset.episodes(val_ids)), model_config.chunk_length, stride) if val_ids else None
+    if resumed is None:
+        model_config = _fit_statistics(model_config, sampler, rng)
+        model = VlaModel(model_config)
+        if config.init:
+            report = transfer_weights(model, load_checkpoint(config.init))
+            for line in report.lines():
+                log(line)
+    model.to(config.device).train()
+    cameras = {cam: cam for cam in model_config.vision.cameras}
+    phrasings = {task: list(split.get("train", [])) for task, split in meta.phrasings.items()}
+    batcher = _Batcher(sampler, cameras, phrasings, config.vary_phrasing)
+    val_batcher = _Batcher(val_sampler, cameras, phrasings, False) if val_sampler is not None else None
+    objective = make_objective(model_config, seed=config.seed)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+    )
+    start_step = 0
+    if resumed is not None:
+        optimizer.load_state_dict(resumed.optimizer)
+        start_step = resumed.step
+        rng = np.random.default_rng([config.seed, start_step])
+    log(f"model: preset {model_config.preset}, decoder {model_config.decoder.kind}, "
+        f"{sum(p.numel() for p in model.parameters()):,} parameters; {len(sampler):,} training samples")
+
+    metadata = {"dataset": str(config.dataset), "train_config": dataclasses.asdict(config),
+                "train_episodes": len(train_ids), "val_episodes": len(val_ids)}
+    started = time.monotonic()
+    step = start_step
+    last: dict[str, float] = {}
+    with (out / METRICS_FILE).open("a") as metrics_file:
+        while step < config.steps:
+            if config.minutes and time.monotonic() - started > config.minutes * 60:
+                log(f"time budget of {config.minutes} min reached at step {step}")
+                break
+            lr = learning_rate(step, config, time.monotonic() - started)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            picks = rng.integers(len(sampler), size=config.batch_size)
+            batch = collate(batcher.samples(picks, rng), model_config, rng=rng, shift_pixels=config.shift_pixels)
+            loss, metrics = objective(model, batch.to(config.device), step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
+            optimizer.step()
+            step += 1
+            last = {"loss": float(loss.detach()), "lr": lr, "grad_norm": grad_norm, **metrics}
+            record: dict[str, Any] = {"step": step, "time_s": round(time.monotonic() - started, 2), **last}
+            if val_batcher is not None and (step % config.eval_every == 0 or step == config.steps):
+                record.update(validate(model, val_batcher, objective, config, step))
+                model.train()
+            metrics_file.write(json.dumps(record) + "\n")
+            metrics_file.flush()
+            if progress is not None:
+                progress(step, record)
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                _save(model, optimizer, out, step, metadata)
+    _save(model, optimizer, out, step, metadata)
+    seconds = time.monotonic() - started
+    done = step - start_step
+    _plot(out)
+    return TrainResult(out, step, seconds, done * config.batch_size / max(seconds, 1e-9), last)
+
+
+@torch.no_grad()
+def validate(model: VlaModel, batcher: _Batcher, objective, config: TrainConfig, step: int) -> dict[str, float]:
+    """Validation loss with the training objective (fixed seed) on up to ``config.eval_samples`` samples."""
+    model.eval()
+    count = min(config.eval_samples, len(batcher.sampler))
+    picks = np.linspace(0, len(batcher.sampler) - 1, count).astype(np.int64)
+    losses = []
+    for begin in range(0, count, config.batch_size):
+        chunk = picks[begin:begin + config.batch_size]
+        batch = collate(batcher.samples(chunk, None), model.config)
+        loss, _ = objective(model, batch.to(config.device), 0)
+        losses.append(float(loss) * len(chunk))
+    return {"val_loss": sum(losses) / count}
+
+
+def _save(model: VlaModel, optimizer: torch.optim.Optimizer, out: Path, step: int, metadata: dict) -> None:
+    save_checkpoint(model, out, metadata={**metadata, "step": step})
+    save_training_state(out, optimizer, step)
+
+
+def _plot(out: Path) -> Path | None:
+    """Write ``training_curves.png`` from ``metrics.jsonl`` (loss, validation loss, learning rate)."""
+    from dream_vla_ros.train.curves import plot_training_curves
+
+    return plot_training_curves(out / METRICS_FILE, out / "training_curves.png")

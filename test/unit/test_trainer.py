@@ -1,0 +1,110 @@
+"""The training loop on a small synthetic dataset: learning, checkpoints, resume, fine-tuning init."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dream_vla_ros.policy.checkpoint import load_checkpoint
+from dream_vla_ros.policy.inference import TorchPolicy
+from dream_vla_ros.policy.model import VlaModel
+from dream_vla_ros.train.dataset import DatasetWriter, Episode
+from dream_vla_ros.train.trainer import TrainConfig, action_stride, learning_rate, train
+from dream_vla_ros.train.transfer import transfer_weights
+
+JOINTS = ("j0", "j1", "gripper")
+TASKS = {"up": ["move up", "go up"], "down": ["move down", "go down"]}
+
+
+def synthetic_dataset(root, episodes_per_task=4, steps=24, dt=0.05):
+    """Task 'up' ramps every joint up, 'down' ramps down; the image colour tells which (so does the text)."""
+    writer = DatasetWriter(root, JOINTS, dt, {"cam": (32, 32)},
+                           phrasings={t: {"train": p, "heldout": []} for t, p in TASKS.items()})
+    entries, index = [], 0
+    rng = np.random.default_rng(0)
+    for task in TASKS:
+        sign = 1.0 if task == "up" else -1.0
+        for _ in range(episodes_per_task):
+            start = rng.uniform(-0.2, 0.2, size=3)
+            proprio = start + sign * 0.02 * np.arange(steps)[:, None]
+            actions = proprio + sign * 0.02
+            images = np.zeros((steps, 32, 32, 3), np.uint8)
+            images[..., 0 if task == "up" else 2] = 200
+            entries.append(writer.write(Episode(images={"cam": images}, proprio=proprio.astype(np.float32),
+                                                actions=actions.astype(np.float32), task=task,
+                                                instruction=TASKS[task][0], seed=index), index))
+            index += 1
+    writer.finalize(entries)
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return synthetic_dataset(tmp_path_factory.mktemp("data"))
+
+
+def config(dataset, out, **changes):
+    base = TrainConfig(dataset=str(dataset), out=str(out), preset="tiny", steps=120, batch_size=16, lr=3e-3,
+                       warmup_steps=10, eval_every=60, eval_samples=32, checkpoint_every=60, threads=1,
+                       val_fraction=0.25)
+    return dataclasses.replace(base, **changes)
+
+
+def test_schedule_and_stride():
+    cfg = TrainConfig(dataset="d", out="o", steps=1000, warmup_steps=100, lr=1.0)
+    assert learning_rate(0, cfg) == pytest.approx(0.01)
+    assert learning_rate(99, cfg) == pytest.approx(1.0)
+    assert learning_rate(1000, cfg) == pytest.approx(0.05)
+    assert action_stride(0.025, 0.0125) == 2
+    with pytest.raises(Exception, match="whole multiple"):
+        action_stride(0.03, 0.0125)
+
+
+def test_training_learns_writes_a_loadable_checkpoint_and_curves(dataset, tmp_path):
+    torch.manual_seed(0)
+    result = train(config(dataset, tmp_path / "run"), log=lambda _: None)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 120 and records[-1]["step"] == 120
+    first = np.mean([r["loss"] for r in records[:10]])
+    last = np.mean([r["loss"] for r in records[-10:]])
+    assert last < 0.5 * first, (first, last)
+    assert [r["step"] for r in records if "val_loss" in r] == [60, 120]
+    assert (tmp_path / "run" / "training_curves.png").stat().st_size > 10_000
+    model = load_checkpoint(result.out)
+    assert model.config.joint_names == JOINTS and model.config.vision.cameras == ("cam",)
+    assert model.config.normalization.proprio_scale  # statistics were fitted and stored
+    policy = TorchPolicy(model)
+    image = np.zeros((32, 32, 3), np.uint8)
+    image[..., 0] = 200
+    from dream_vla_ros.policy.observation import Observation
+
+    chunk = policy.infer(Observation({"cam": image}, np.zeros(3), "move up"))
+    assert chunk.positions.shape == (model.config.chunk_length, 3)
+    assert np.all(np.isfinite(chunk.positions))
+
+
+def test_resume_continues_from_the_saved_step(dataset, tmp_path):
+    out = tmp_path / "run"
+    train(config(dataset, out, steps=60), log=lambda _: None)
+    messages = []
+    result = train(config(dataset, out, steps=90), resume=True, log=messages.append)
+    assert "resuming from step 60" in messages
+    assert result.steps == 90
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 91))
+
+
+def test_init_transfers_matching_layers_and_reports_the_rest():
+    from dream_vla_ros.policy.config import preset
+
+    source = VlaModel(preset("tiny"))
+    target = VlaModel(dataclasses.replace(preset("tiny"), joint_names=("a", "b", "c", "d")))
+    report = transfer_weights(target, source)
+    assert report.copied and report.reinitialised
+    assert all("shape" in why for _, why in report.reinitialised)
+    copied = report.copied[0]
+    assert torch.equal(target.state_dict()[copied], source.state_dict()[copied])
