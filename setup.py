@@ -9,7 +9,12 @@ PACKAGE = "dream_vla_ros"
 
 # Node executables: installed to lib/dream_vla_ros so that `ros2 run dream_vla_ros <name>` finds them.
 # Keep in step with dream_vla_ros.bringup.EXECUTABLES (a test checks it).
-NODE_EXECUTABLES = {}
+NODE_EXECUTABLES = {
+    "policy_node": "dream_vla_ros.nodes.policy_node:main",
+    "chunk_executor": "dream_vla_ros.nodes.executor_node:main",
+    "composed": "dream_vla_ros.nodes.composed:main",
+    "sim_arm": "dream_vla_ros.nodes.sim_arm_node:main",
+}
 
 
 def _data_files():
@@ -44,6 +49,7 @@ setup(
             "ros-std-msgs",
             "ros-std-srvs",
             "ros-diagnostic-msgs",
+            "ros-rosgraph-msgs",
             "ros-lifecycle-msgs",
             "ros-action-msgs",
             "ros-builtin-interfaces",

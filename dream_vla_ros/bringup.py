@@ -20,7 +20,12 @@ from dream_vla_ros.paths import config_dir, resolve_config
 
 # Node kind (= default node name = executable installed in lib/dream_vla_ros) -> Python module with main().
 # setup.py declares one console script per entry; a test keeps the two in step.
-EXECUTABLES: dict[str, str] = {}
+EXECUTABLES: dict[str, str] = {
+    "policy_node": "dream_vla_ros.nodes.policy_node",
+    "chunk_executor": "dream_vla_ros.nodes.executor_node",
+    "composed": "dream_vla_ros.nodes.composed",
+    "sim_arm": "dream_vla_ros.nodes.sim_arm_node",
+}
 
 # Fast DDS profile for camera-sized messages (16 MB shared-memory segment; see the README).
 FASTDDS_PROFILE = "fastdds_large_data.xml"

@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("up", "start the node graph of a named config as processes (no ros2 launch needed)"),
     "bench": ("bench", "run a benchmark and print its figures (JSON with --json)"),
     "collect": ("collect", "record scripted-expert demonstrations in simulation into a dataset"),
+    "eval": ("eval", "evaluate a model closed loop through ROS 2 on the simulated arm (success, k, latency)"),
+    "demo": ("demo", "the simulated arm + policy + executor over ROS 2 completing language goals"),
     "train": ("train", "train a policy on a dataset and write a checkpoint directory"),
 }
 

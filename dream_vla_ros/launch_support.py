@@ -19,6 +19,9 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "backend": ("", "inference backend: torch, onnxruntime or tensorrt (empty: the config's choice)"),
     "namespace": ("", "namespace for every node"),
     "use_sim_time": ("false", "use /clock instead of the wall clock"),
+    "camera_topics": ("", "comma-separated camera topics of the policy node, in model order (empty: the config's)"),
+    "controller": ("", "controller receiving the windows of the chunk executor (empty: the config's)"),
+    "composed": ("false", "run the policy node and the chunk executor in one process"),
 }
 
 
@@ -39,13 +42,18 @@ def node_kwargs(bringup: Bringup) -> list[dict[str, Any]]:
     ]
 
 
-def _overrides(config: str, model: str, backend: str) -> dict[str, dict[str, Any]]:
+def _overrides(
+    config: str, model: str, backend: str, camera_topics: str = "", controller: str = ""
+) -> dict[str, dict[str, Any]]:
     from dream_vla_ros.configuration import read_yaml
     from dream_vla_ros.paths import resolve_config
 
     present = set(read_yaml(resolve_config(config)))
-    policy = {k: v for k, v in (("model", model), ("backend", backend)) if v}
-    return {"policy_node": policy} if policy and "policy_node" in present else {}
+    policy: dict[str, Any] = {k: v for k, v in (("model", model), ("backend", backend)) if v}
+    if camera_topics:
+        policy["camera_topics"] = [t.strip() for t in camera_topics.split(",") if t.strip()]
+    wanted = {"policy_node": policy, "chunk_executor": {"controller": controller} if controller else {}}
+    return {node: values for node, values in wanted.items() if values and node in present}
 
 
 def generate(config_name: str):
@@ -62,8 +70,13 @@ def generate(config_name: str):
             config,
             namespace=value["namespace"],
             use_sim_time=value["use_sim_time"].lower() == "true",
-            overrides=_overrides(config, value["model"], value["backend"]),
+            overrides=_overrides(config, value["model"], value["backend"], value["camera_topics"],
+                                 value["controller"]),
         )
+        if value["composed"].lower() == "true":
+            from dream_vla_ros.nodes.composed import compose
+
+            bringup = compose(bringup)
         env = [SetEnvironmentVariable(k, v) for k, v in bringup.environment.items()]
         return env + [Node(**kwargs) for kwargs in node_kwargs(bringup)]
 

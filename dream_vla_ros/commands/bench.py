@@ -15,6 +15,7 @@ import json
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "policy": ("policy", "parameters, FLOPs and CPU latency of a policy preset"),
     "executor": ("executor", "chunk executor smoothness, tracking and cost per tick"),
+    "latency": ("latency", "ROS 2 path latency: 640x480 camera -> policy node -> executor -> controller topic"),
 }
 
 

@@ -9,12 +9,14 @@ examples:
   dream-vla-ros up sim_arm
   dream-vla-ros up jetson_arm --set policy_node.model:=/data/models/my_arm --namespace arm
   dream-vla-ros up ./my_robot.yaml --dry-run
+  dream-vla-ros up sim_arm --composed       (policy node and chunk executor in one process)
 """
 
 from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import time
 
 
@@ -30,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override one parameter of one node (repeatable)",
     )
     parser.add_argument("--only", action="append", default=[], metavar="NODE", help="start only these nodes")
+    parser.add_argument(
+        "--composed", action="store_true", help="run the policy node and the chunk executor in one process"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
 
 
@@ -49,6 +54,10 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, object]]:
     return out
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(args: argparse.Namespace) -> int:
     from dream_vla_ros.bringup import describe
     from dream_vla_ros.process_group import ProcessGroup, node_argv, start_bringup
@@ -60,11 +69,18 @@ def main(args: argparse.Namespace) -> int:
         overrides=parse_overrides(args.set),
         only=tuple(args.only),
     )
+    if args.composed:
+        import tempfile
+
+        from dream_vla_ros.nodes.composed import compose
+
+        bringup = compose(bringup, tempfile.mkdtemp(prefix="dream_vla_up_"))
     if args.dry_run:
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in bringup.environment.items())
         for node in bringup.nodes:
             print(" ".join(filter(None, [env, shlex.join(node_argv(node.module, node.ros_args()))])))
         return 0
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill`/`timeout` stop the graph like Ctrl-C does
     with ProcessGroup() as group:
         start_bringup(group, bringup)
         print(f"started {len(bringup.nodes)} node(s) from {bringup.config_file}; Ctrl-C to stop")

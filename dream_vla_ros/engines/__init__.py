@@ -1,0 +1,1 @@
+"""How does it run fast? Inference backends behind one small protocol (:mod:`.base`), loaded by :mod:`.loader`."""

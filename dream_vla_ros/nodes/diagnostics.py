@@ -1,0 +1,105 @@
+"""``/diagnostics`` for the nodes (diagnostic_updater is not a dependency): one status per cause.
+
+:class:`Diagnostics` wraps a :class:`~dream_vla_ros.nodes.health.FaultTracker`: ``report`` logs a cause the
+first time it appears in its slot and publishes at once; ``clear`` logs the recovery once; a timer publishes
+the whole picture every ``period`` seconds. The array holds a summary status named after the node (level =
+worst active cause, values from the node's ``values`` callback: rates, ages, latencies, counters) and one
+status per slot ever reported (``<node>: <slot>``: OK once recovered, WARN/ERROR with the cause while active).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+from dream_vla_ros.nodes.health import FaultTracker, Level
+
+_LEVELS = {"warn": DiagnosticStatus.WARN, "error": DiagnosticStatus.ERROR}
+
+
+def _format(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+class Diagnostics:
+    """Cause logging and ``/diagnostics`` publishing for one node."""
+
+    def __init__(
+        self,
+        node,
+        values: Callable[[], dict[str, object]],
+        period: float = 1.0,
+        hardware_id: str = "",
+        callback_group=None,
+    ) -> None:
+        self.node = node
+        self.faults = FaultTracker()
+        self._values = values
+        self._name = node.get_fully_qualified_name().lstrip("/")
+        self._hardware_id = hardware_id or self._name
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self._publisher = node.create_publisher(DiagnosticArray, "/diagnostics", qos)
+        self._timer = node.create_timer(period, self.publish, callback_group=callback_group)
+
+    def report(self, slot: str, key: str, message: str, level: Level = "error") -> bool:
+        """Record a cause; logs it and publishes when it is new for ``slot``. Returns whether it was new."""
+        if not self.faults.report(slot, key, message, level):
+            return False
+        # rclpy fixes the severity per call site, hence two calls.
+        if level == "error":
+            self.node.get_logger().error(f"{slot}: {message}")
+        else:
+            self.node.get_logger().warning(f"{slot}: {message}")
+        self.publish()
+        return True
+
+    def clear(self, slot: str) -> None:
+        """Mark ``slot`` healthy; logs the recovery once."""
+        fault = self.faults.clear(slot)
+        if fault is not None:
+            self.node.get_logger().info(f"{slot}: recovered ({fault.key})")
+            self.publish()
+
+    def clear_all(self, prefix: str = "") -> None:
+        for fault in self.faults.clear_prefix(prefix):
+            self.node.get_logger().info(f"{fault.slot}: recovered ({fault.key})")
+        self.publish()
+
+    def publish(self) -> None:
+        active, seen = self.faults.snapshot()
+        try:
+            values = self._values()
+        except Exception as exc:  # noqa: BLE001 - diagnostics must never take the node down
+            values = {"values_error": repr(exc)}
+        worst = max((_LEVELS[f.level] for f in active.values()), default=DiagnosticStatus.OK)
+        summary = "; ".join(f"{f.slot}: {f.message}" for f in active.values()) or "ok"
+        values = {**values, "last_error": self.faults.last_error, "active_causes": len(active)}
+        statuses = [
+            DiagnosticStatus(
+                level=worst,
+                name=self._name,
+                message=summary[:1000],
+                hardware_id=self._hardware_id,
+                values=[KeyValue(key=k, value=_format(v)) for k, v in values.items()],
+            )
+        ]
+        for slot in sorted(seen):
+            fault = active.get(slot)
+            statuses.append(
+                DiagnosticStatus(
+                    level=_LEVELS[fault.level] if fault else DiagnosticStatus.OK,
+                    name=f"{self._name}: {slot}",
+                    message=fault.message[:1000] if fault else "ok",
+                    hardware_id=self._hardware_id,
+                    values=[KeyValue(key="cause", value=fault.key), KeyValue(key="count", value=str(fault.count))]
+                    if fault
+                    else [],
+                )
+            )
+        msg = DiagnosticArray(status=statuses)
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        self._publisher.publish(msg)

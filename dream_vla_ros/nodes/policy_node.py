@@ -1,0 +1,555 @@
+"""The policy node: cameras + joint states + language goal -> chunks of joint targets (a lifecycle node).
+
+Interfaces (names relative to the node's namespace; ``~`` = the node's name):
+
+- subscribes ``camera_topics`` (sensor_msgs/Image rgb8/bgr8/mono8, or CompressedImage on ``.../compressed``)
+  and ``joint_states_topic`` (sensor_msgs/JointState) with best-effort keep-last-1 QoS: only the newest frame
+  per camera and the newest joint state are kept;
+- subscribes ``goal_topic`` (std_msgs/String, reliable + transient local); an empty goal means stop;
+- subscribes ``chunk_request_topic`` (std_msgs/Header, from the chunk executor): each request (frame_id) is
+  answered by one chunk, only when the inputs are fresh, and again only if the executor still repeats it
+  ``request_timeout`` s later (the chunk was lost);
+- publishes ``~/action_chunk`` (trajectory_msgs/JointTrajectory, reliable, keep last 1): header.stamp = the
+  observation stamp (header stamp of the first camera's frame), point i at time_from_start (i + 1) * dt,
+  positions only, joints in the model's order under the robot's names. An empty trajectory (no points)
+  tells the executor to stop and hold;
+- publishes ``/diagnostics``; services ``~/stop`` and ``~/resume`` (std_srvs/Trigger).
+
+Lifecycle: *configure* reads the parameters, loads the engine (a corrupt model or an unknown backend makes
+configure fail with the cause logged and on /diagnostics; the process stays up), checks cameras, joint names
+and image size against the model, warms up and subscribes; *activate* starts answering requests;
+*deactivate* stops; *cleanup* drops the engine. With ``autostart`` the node configures and activates itself.
+
+Inference runs on one worker thread; callbacks never wait for the model. A request that arrives while
+inference is running is dropped (the executor repeats requests while it wants a chunk).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from rclpy.lifecycle import Node as LifecycleNode
+from rclpy.lifecycle import TransitionCallbackReturn
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import Header, String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from dream_vla_ros.errors import ConfigError, DreamVlaError, InputError
+from dream_vla_ros.nodes import params, qos
+from dream_vla_ros.nodes.conversions import (
+    JointMapper,
+    check_goal,
+    check_image,
+    compressed_to_rgb,
+    image_to_rgb,
+    prediction_to_trajectory,
+    stamp_to_seconds,
+)
+from dream_vla_ros.nodes.diagnostics import Diagnostics
+from dream_vla_ros.nodes.health import RateMeter, cause_key
+from dream_vla_ros.nodes.inputs import FreshnessLimits, check_freshness, timing_slots
+from dream_vla_ros.nodes.policy_config import PolicyNodeConfig, is_compressed_topic
+from dream_vla_ros.nodes.worker import SingleWorker
+
+NODE_NAME = "policy_node"
+
+
+@dataclass
+class Frame:
+    msg: Any
+    stamp: float
+    received: float
+    compressed: bool
+    error: str = ""  # why the frame cannot be used ("" = not known to be bad)
+    used: bool = False
+
+
+@dataclass(frozen=True)
+class Job:
+    request: str
+    frames: dict[str, Frame]
+    proprio: np.ndarray
+    goal: str
+    epoch: int
+    stamp: float
+    submitted: float
+
+
+class PolicyNode(LifecycleNode):
+    """See the module docstring."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        params.declare(self, PolicyNodeConfig)
+        self._lock = threading.Lock()
+        self.config: PolicyNodeConfig | None = None
+        self.engine: Any = None
+        self._robot_joints: tuple[str, ...] = ()
+        self._cameras: tuple[str, ...] = ()
+        self._mapper: JointMapper | None = None
+        self._limits: FreshnessLimits | None = None
+        self._active = False
+        self._stopped = False
+        self._goal = ""
+        self._goal_epoch = 0
+        self._frames: dict[str, Frame] = {}
+        self._joints: tuple[np.ndarray, float] | None = None
+        self._request: tuple[str, float] | None = None
+        self._served: tuple[str, float] = ("", 0.0)  # request answered last, and when
+        self._subscriptions: list[Any] = []
+        self._rates: dict[str, RateMeter] = {}
+        self._counts = {"frames_received": 0, "frames_rejected": 0, "frames_dropped": 0, "requests": 0,
+                        "inferences": 0, "chunks_published": 0, "inference_failures": 0}
+        self._timings: dict[str, deque] = {}
+        self._last_prediction: tuple[int, str] = (0, "")
+        self._profile = None
+        period = float(self.get_parameter("diagnostics_period").value)
+        self.diagnostics = Diagnostics(self, self._diagnostic_values, period)
+        self.create_timer(period, self._watch_inputs)
+        self._chunk_pub = self.create_lifecycle_publisher(JointTrajectory, "~/action_chunk", qos.CHUNK)
+        self.create_service(Trigger, "~/stop", self._on_stop)
+        self.create_service(Trigger, "~/resume", self._on_resume)
+        self._worker = SingleWorker(self._infer, self._on_worker_crash, name="inference")
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _record(self, stage: str, ms: float) -> None:
+        self._timings.setdefault(stage, deque(maxlen=100)).append(ms)
+
+    def start(self) -> None:
+        """Autostart: configure and activate unless ``autostart`` is false."""
+        if self.get_parameter("autostart").value:
+            self.trigger_configure()
+            if self.config is not None:
+                self.trigger_activate()
+
+    def close(self) -> None:
+        self._worker.close(timeout=2.0)
+        if self._profile is not None:
+            self._profile.close()
+            self._profile = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        try:
+            config = params.read(self, PolicyNodeConfig)
+            from dream_vla_ros.engines.base import warm_up
+            from dream_vla_ros.engines.loader import load_engine
+
+            self.get_logger().info(f"loading model {config.model!r} with backend {config.backend!r}")
+            engine = load_engine(config.model, config.backend, **config.engine_settings())
+            robot_joints = self._check_against_model(config, engine.metadata)
+            warm_up(engine, config.warmup_runs)
+        except DreamVlaError as exc:
+            self.diagnostics.report("configure", cause_key(str(exc)), f"configure failed: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        except Exception as exc:  # noqa: BLE001 - a broken backend must not take the process down
+            message = f"configure failed: {type(exc).__name__}: {exc}"
+            self.diagnostics.report("configure", cause_key(message), message)
+            return TransitionCallbackReturn.FAILURE
+        self.diagnostics.clear("configure")
+        with self._lock:
+            self.config, self.engine, self._robot_joints = config, engine, robot_joints
+            self._cameras = engine.metadata.cameras
+            self._mapper = JointMapper(robot_joints, strict=config.strict_joint_names)
+            self._limits = FreshnessLimits(config.max_image_age, config.max_joint_state_age, config.max_future,
+                                           config.max_sync_skew)
+            self._frames, self._joints, self._request, self._served = {}, None, None, ("", 0.0)
+        if config.profile_path:
+            self._profile = open(config.profile_path, "a", buffering=1)  # noqa: SIM115 - closed in cleanup/close
+        self._subscribe(config)
+        self.get_logger().info(
+            f"configured: {engine.name}, cameras {list(self._cameras)} <- {list(config.camera_topics)}, "
+            f"joints {list(robot_joints)}"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def _check_against_model(self, config: PolicyNodeConfig, meta) -> tuple[str, ...]:
+        if len(config.camera_topics) != len(meta.cameras):
+            raise ConfigError(
+                f"camera_topics: {len(config.camera_topics)} topic(s) for the model's {len(meta.cameras)} "
+                f"camera(s) {list(meta.cameras)}"
+            )
+        robot_joints = config.joint_names or meta.joint_names
+        if len(robot_joints) != len(meta.joint_names):
+            raise ConfigError(
+                f"joint_names: {len(robot_joints)} names for the model's {len(meta.joint_names)} joints "
+                f"{list(meta.joint_names)}"
+            )
+        size = config.expected_image_size
+        if size is not None and min(size) * meta.crop_fraction < meta.image_size:
+            raise ConfigError(
+                f"image_width/image_height: {size[0]}x{size[1]} frames are smaller than the model's "
+                f"{meta.image_size} px input (after a {meta.crop_fraction:g} centre crop)"
+            )
+        return tuple(robot_joints)
+
+    def _subscribe(self, config: PolicyNodeConfig) -> None:
+        for camera, topic in zip(self._cameras, config.camera_topics, strict=True):
+            compressed = is_compressed_topic(topic)
+            self._rates[f"camera {camera}"] = RateMeter()
+            self._subscriptions.append(self.create_subscription(
+                CompressedImage if compressed else Image, topic, self._image_callback(camera, compressed), qos.SENSOR
+            ))
+        self._rates["joint_states"] = RateMeter()
+        self._subscriptions += [
+            self.create_subscription(JointState, config.joint_states_topic, self._on_joint_state, qos.SENSOR),
+            self.create_subscription(String, config.goal_topic, self._on_goal, qos.GOAL),
+            self.create_subscription(Header, config.chunk_request_topic, self._on_request, qos.REQUEST),
+        ]
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        with self._lock:
+            self._active = True
+        self.get_logger().info("active: answering chunk requests")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self._publish_stop()  # the executor holds at once instead of running out its queue
+        with self._lock:
+            self._active = False
+            self._goal_epoch += 1  # discard a chunk still being computed
+        self.get_logger().info("inactive: no chunks")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        self._release()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        with self._lock:
+            self._active = False
+        self._release()
+        return super().on_shutdown(state)
+
+    def on_error(self, state) -> TransitionCallbackReturn:
+        with self._lock:
+            self._active = False
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        deadline = time.monotonic() + 10.0
+        while self._worker.busy and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for subscription in self._subscriptions:
+            self.destroy_subscription(subscription)
+        self._subscriptions = []
+        with self._lock:
+            self.config, self.engine, self._mapper = None, None, None
+            self._frames, self._joints, self._request = {}, None, None
+        if self._profile is not None:
+            self._profile.close()
+            self._profile = None
+
+    # -- inputs ----------------------------------------------------------------------------------------------
+    def _image_callback(self, camera: str, compressed: bool):
+        slot = f"camera {camera}"
+
+        def on_image(msg) -> None:
+            now = self._now()
+            self._rates[slot].tick(now)
+            config = self.config
+            if config is None:
+                return
+            self._counts["frames_received"] += 1
+            error = ""
+            try:
+                if compressed:
+                    if len(msg.data) == 0:
+                        raise InputError(f"camera {camera!r}: compressed image without data")
+                else:
+                    check_image(msg, f"camera {camera!r}", config.expected_image_size)
+            except InputError as exc:
+                error = str(exc)
+                self._counts["frames_rejected"] += 1
+            # The newest frame counts, good or bad: a bad one blocks inference until a good one replaces it.
+            frame = Frame(msg, stamp_to_seconds(msg.header.stamp), now, compressed, error)
+            with self._lock:
+                previous = self._frames.get(camera)
+                self._frames[camera] = frame
+            if previous is not None and not previous.used and not previous.error:
+                self._counts["frames_dropped"] += 1
+            if error:
+                self.diagnostics.report(slot, cause_key(error), error)
+                return
+            if not compressed and self.diagnostics.faults.active(slot) is not None:
+                self.diagnostics.clear(slot)  # compressed frames are cleared once one decodes
+            if camera == self._cameras[0]:
+                self._maybe_infer(now)  # a request may be waiting for a new frame
+
+        return on_image
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        now = self._now()
+        self._rates["joint_states"].tick(now)
+        mapper = self._mapper
+        if mapper is None:
+            return
+        try:
+            positions = mapper.positions(msg)
+        except InputError as exc:
+            self.diagnostics.report("joint_states", cause_key(str(exc)), str(exc))
+            return
+        with self._lock:
+            self._joints = (positions, stamp_to_seconds(msg.header.stamp))
+        if self.diagnostics.faults.active("joint_states") is not None:
+            self.diagnostics.clear("joint_states")
+
+    def _on_goal(self, msg: String) -> None:
+        config = self.config
+        try:
+            goal = check_goal(msg.data, config.max_goal_bytes if config else 1024)
+        except InputError as exc:
+            self.diagnostics.report("goal", cause_key(str(exc)), f"{exc}; stopping")
+            goal = None
+        with self._lock:
+            changed = goal != self._goal
+            self._goal = goal or ""
+            self._goal_epoch += 1
+        if goal is None:
+            self._publish_stop()
+        elif not goal:
+            self.diagnostics.report("goal", "empty goal", "empty goal: stopped", level="warn")
+            self._publish_stop()
+        else:
+            self.diagnostics.clear("goal")
+            if changed:
+                self.get_logger().info(f"goal: {goal[:200]!r}")
+
+    def _on_request(self, msg: Header) -> None:
+        now = self._now()
+        with self._lock:
+            self._request = (msg.frame_id, now)
+        self._counts["requests"] += 1
+        self._maybe_infer(now)
+
+    # -- inference -------------------------------------------------------------------------------------------
+    def _maybe_infer(self, now: float) -> None:
+        with self._lock:
+            config, request = self.config, self._request
+            if not self._active or self._stopped or not self._goal or config is None or request is None:
+                return
+            if now - request[1] > config.request_timeout:
+                return  # the executor stopped asking
+            if request[0] == self._served[0] and now - self._served[1] < config.request_timeout:
+                return  # answered; asked again after request_timeout only if that chunk never arrived
+            frames = {c: self._frames.get(c) for c in self._cameras}
+            joints, goal, epoch = self._joints, self._goal, self._goal_epoch
+        if self._worker.busy:
+            return
+        if any(f is not None and f.error for f in frames.values()):
+            return  # reported when the frame arrived (or failed to decode)
+        if not self.diagnostics.faults.is_healthy("joint_states"):
+            return
+        if not self._inputs_fresh(now, frames, joints):
+            return
+        if frames[self._cameras[0]].used:
+            return  # one chunk per observation: wait for the next frame
+        job = Job(request[0], frames, joints[0].copy(), goal, epoch, frames[self._cameras[0]].stamp, now)
+        if self._worker.submit(job):
+            for frame in frames.values():
+                frame.used = True
+
+    def _watch_inputs(self) -> None:
+        """Input health shows on /diagnostics even while nobody asks for chunks."""
+        with self._lock:
+            if not self._active:
+                return
+            frames = {c: self._frames.get(c) for c in self._cameras}
+            joints = self._joints
+        self._inputs_fresh(self._now(), frames, joints)
+
+    def _inputs_fresh(self, now: float, frames: dict[str, Frame | None], joints) -> bool:
+        """Check the stamps of the newest inputs; report new timing causes and clear resolved ones."""
+        if self._limits is None:
+            return False
+        problems = check_freshness(
+            now, {c: (f.stamp if f else None) for c, f in frames.items()}, joints[1] if joints else None,
+            self._limits,
+        )
+        for problem in problems:
+            self.diagnostics.report(problem.slot, problem.key, problem.message, level="warn")
+        bad = {p.slot for p in problems}
+        for slot in timing_slots(tuple(frames)):
+            if slot not in bad and self.diagnostics.faults.active(slot) is not None:
+                self.diagnostics.clear(slot)
+        return not problems
+
+    def _convert(self, camera: str, frame: Frame) -> np.ndarray:
+        expected = self.config.expected_image_size if self.config else None
+        name = f"camera {camera!r}"
+        if frame.compressed:
+            return compressed_to_rgb(frame.msg, name, expected)
+        return image_to_rgb(frame.msg, name, expected)
+
+    def _infer(self, job: Job) -> None:
+        from dream_vla_ros.policy.observation import Observation
+
+        engine, meta = self.engine, self.engine.metadata if self.engine else None
+        if engine is None:
+            return
+        t0 = time.perf_counter()
+        images = {}
+        for camera, frame in job.frames.items():
+            try:
+                images[camera] = self._convert(camera, frame)
+            except InputError as exc:
+                frame.error = str(exc)
+                self.diagnostics.report(f"camera {camera}", cause_key(str(exc)), str(exc))
+                return
+            if frame.compressed and self.diagnostics.faults.active(f"camera {camera}") is not None:
+                self.diagnostics.clear(f"camera {camera}")
+        observation = Observation(images=images, proprio=job.proprio, instruction=job.goal, stamp=job.stamp)
+        t1 = time.perf_counter()
+        self._counts["inferences"] += 1
+        try:
+            prediction = engine.infer(observation)
+            positions = self._check_prediction(prediction, meta)
+            first = job.frames[self._cameras[0]].msg.header.stamp  # exact, not via float seconds
+            msg = prediction_to_trajectory(positions, self._robot_joints, prediction.dt, first)
+        except Exception as exc:  # noqa: BLE001 - any engine failure: log once, publish nothing, stay alive
+            self._counts["inference_failures"] += 1
+            text = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+            self.diagnostics.report("engine", cause_key(text), f"inference failed: {text}")
+            return
+        t2 = time.perf_counter()
+        with self._lock:
+            publish = self._active and not self._stopped and job.epoch == self._goal_epoch
+        if not publish:
+            return
+        self._chunk_pub.publish(msg)
+        t3 = time.perf_counter()
+        published_at = self._now()
+        with self._lock:
+            self._served = (job.request, published_at)
+        self._counts["chunks_published"] += 1
+        if self.diagnostics.faults.active("engine") is not None:
+            self.diagnostics.clear("engine")
+        self._account(job, prediction, (t0, t1, t2, t3), published_at)
+
+    @staticmethod
+    def _check_prediction(prediction, meta) -> np.ndarray:
+        positions = np.asarray(prediction.positions, dtype=np.float64)
+        expected = (meta.chunk_length, len(meta.joint_names))
+        if positions.shape != expected:
+            raise InputError(f"engine returned a chunk of shape {list(positions.shape)}, expected {list(expected)}")
+        if tuple(prediction.joint_names) != meta.joint_names:
+            raise InputError(
+                f"engine returned joints {list(prediction.joint_names)}, expected {list(meta.joint_names)}"
+            )
+        if not np.all(np.isfinite(positions)):
+            raise InputError("engine returned a chunk with NaN or infinite positions")
+        if not (math.isfinite(prediction.dt) and prediction.dt > 0):
+            raise InputError(f"engine returned dt {prediction.dt!r}")
+        return positions
+
+    def _account(self, job: Job, prediction, marks: tuple[float, ...], published_at: float) -> None:
+        t0, t1, t2, t3 = marks
+        engine_ms = dict(prediction.timings_ms)
+        preprocess = float(engine_ms.get("preprocess", 0.0))
+        postprocess = float(engine_ms.get("postprocess", 0.0))
+        total = float(engine_ms.get("total", (t2 - t1) * 1e3))
+        first = job.frames[self._cameras[0]]
+        stages = {
+            "transport": (first.received - first.stamp) * 1e3,
+            "wait": (job.submitted - first.received) * 1e3,
+            "conversion": (t1 - t0) * 1e3,
+            "preprocessing": preprocess,
+            "engine": max(0.0, total - preprocess - postprocess),
+            "postprocessing": postprocess + max(0.0, (t2 - t1) * 1e3 - total),
+            "publish": (t3 - t2) * 1e3,
+        }
+        for stage, ms in stages.items():
+            self._record(stage, ms)
+        self._last_prediction = (int(prediction.iterations), str(prediction.halt_reason))
+        if self._profile is not None:
+            record = {"stamp": job.stamp, "request": job.request, "published": published_at,
+                      "iterations": int(prediction.iterations), **{f"{k}_ms": v for k, v in stages.items()}}
+            self._profile.write(json.dumps(record) + "\n")
+
+    def _on_worker_crash(self, exc: BaseException) -> None:
+        text = f"{type(exc).__name__}: {exc}"
+        self.diagnostics.report("engine", cause_key(text), f"inference worker error: {text}")
+
+    # -- stop / resume ---------------------------------------------------------------------------------------
+    def _publish_stop(self) -> None:
+        with self._lock:
+            active = self._active
+        if active:
+            msg = JointTrajectory()
+            msg.header.stamp = self.get_clock().now().to_msg()
+            self._chunk_pub.publish(msg)
+
+    def _on_stop(self, request, response):
+        with self._lock:
+            was = self._stopped
+            self._stopped = True
+            self._goal_epoch += 1
+        self._publish_stop()
+        if not was:
+            self.get_logger().info("stopped (~/stop): no chunks until ~/resume")
+        response.success, response.message = True, "stopped"
+        return response
+
+    def _on_resume(self, request, response):
+        with self._lock:
+            active, was, goal = self._active, self._stopped, self._goal
+            if active:
+                self._stopped = False
+        if not active:
+            response.success, response.message = False, "not active: configure and activate the node first"
+            return response
+        if was:
+            self.get_logger().info("resumed (~/resume)")
+        response.success = True
+        response.message = "resumed" if goal else "resumed; waiting for a goal"
+        return response
+
+    # -- diagnostics -----------------------------------------------------------------------------------------
+    def _diagnostic_values(self) -> dict[str, object]:
+        now = self._now()
+        with self._lock:
+            config, active, stopped, goal = self.config, self._active, self._stopped, self._goal
+            frames, joints = dict(self._frames), self._joints
+        values: dict[str, object] = {
+            "state": "active" if active else ("inactive" if config else "unconfigured"),
+            "stopped": stopped,
+            "goal": goal[:100],
+            "backend": self.engine.name if self.engine else "",
+            "model": config.model if config else "",
+            **self._counts,
+        }
+        for slot, meter in list(self._rates.items()):
+            values[f"{slot} rate_hz"] = meter.value(now)
+        for camera, frame in frames.items():
+            values[f"camera {camera} age_s"] = now - frame.stamp
+        if joints is not None:
+            values["joint_states age_s"] = now - joints[1]
+        for stage, samples in list(self._timings.items()):
+            recent = list(samples)
+            if recent:
+                values[f"latency {stage} ms (median)"] = float(np.median(recent))
+                values[f"latency {stage} ms (last)"] = recent[-1]
+        values["iterations k"], values["halting reason"] = self._last_prediction
+        return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    from dream_vla_ros.nodes.runtime import run
+
+    return run([PolicyNode], argv=argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,40 @@
+"""The QoS of every topic the nodes use (one place, so both ends of each topic agree).
+
+- cameras and joint states: best effort, keep last 1 (newest sample only; matches reliable and best-effort
+  publishers alike, e.g. camera drivers and ``joint_state_broadcaster``);
+- language goal: reliable + transient local, keep last 1 (a late-starting node still gets the current goal);
+- chunks (``~/action_chunk``) and chunk requests: reliable, keep last 1 (only the newest matters);
+- controller windows (``/<controller>/joint_trajectory``): reliable, as the JointTrajectoryController requires
+  (a best-effort publisher never matches its subscription);
+- ``/diagnostics``: reliable, keep last 10.
+"""
+
+from __future__ import annotations
+
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+SENSOR = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    reliability=ReliabilityPolicy.BEST_EFFORT,
+    durability=DurabilityPolicy.VOLATILE,
+)
+GOAL = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+CHUNK = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
+)
+REQUEST = CHUNK
+CONTROLLER = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
+)

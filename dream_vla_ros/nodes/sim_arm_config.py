@@ -1,0 +1,96 @@
+"""Parameters of the simulated arm node (ROS-free; the node declares one ROS parameter per field, see ``params``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from dream_vla_ros.configuration import require
+
+# Parameters that may change while the node runs: they choose the episode the next ``~/reset`` starts.
+EPISODE_PARAMETERS = ("task", "seed", "phrasing_split", "phrasing_index")
+
+
+@dataclass(frozen=True)
+class SimArmNodeConfig:
+    """Simulated arm node parameters (read at start, except the episode choice).
+
+    task: MT10 task of the next episode (reach, push, pick-place, ...); may change at run time, takes effect
+        at the next ~/reset.
+    seed: seed of the next episode (object and goal placement); may change at run time.
+    phrasing_split: instruction phrasings the ~/reset answer draws from: train or heldout; may change.
+    phrasing_index: which phrasing of the split (modulo their number); may change at run time.
+    camera: Meta-World camera rendered to camera_topic (corner, corner2, corner3, corner4, topview,
+        behindGripper, gripperPOV); upright.
+    width: image width in pixels.
+    height: image height in pixels.
+    camera_rate: frames per second published on camera_topic (at most the physics rate, 80 Hz; frames
+        are rendered on the physics step at or after each frame time).
+    joint_state_rate: joint states per second on joint_states_topic (at most the physics rate, 80 Hz).
+    camera_topic: sensor_msgs/Image rgb8 (sensor-data QoS).
+    joint_states_topic: sensor_msgs/JointState with names, positions, velocities (sensor-data QoS).
+    frame_id: header.frame_id of the camera images.
+    controller: name of the simulated JointTrajectoryController; it listens on <controller>/joint_trajectory.
+    interpolate_from_desired_state: start each new trajectory from the last commanded state instead of the
+        measured one (the JTC parameter of Jazzy; Humble's open_loop_control).
+    max_steps: physics steps (12.5 ms) after the controller is activated at which the episode is truncated
+        (Meta-World's 500); 0 = never.
+    reset_pause: seconds the arm is offline at a reset (no joint states, no images, controller ignoring
+        trajectories), and again seconds it then runs holding still before the controller accepts
+        trajectories; longer than a client's joint-state timeout, so a client holding a commanded state (the
+        chunk executor) sees the outage and restarts from the new measured state.
+    real_time_factor: simulated seconds per wall-clock second; above 1 only with use_sim_time (the node then
+        publishes /clock), never faster than the wall clock otherwise.
+    max_lag: seconds the simulation may fall behind its schedule before it gives up catching up (counted as
+        a lag event; with wall-clock stamps the missed time is skipped, like a controller missing updates).
+    diagnostics_period: seconds between /diagnostics messages.
+    """
+
+    task: str = "reach"
+    seed: int = 0
+    phrasing_split: str = "train"
+    phrasing_index: int = 0
+    camera: str = "corner"
+    width: int = 128
+    height: int = 128
+    camera_rate: float = 30.0
+    joint_state_rate: float = 80.0
+    camera_topic: str = "/camera/image_raw"
+    joint_states_topic: str = "/joint_states"
+    frame_id: str = "camera"
+    controller: str = "arm_controller"
+    interpolate_from_desired_state: bool = False
+    max_steps: int = 500
+    reset_pause: float = 0.25
+    real_time_factor: float = 1.0
+    max_lag: float = 0.1
+    diagnostics_period: float = 1.0
+
+    def __post_init__(self) -> None:
+        from dream_vla_ros.sim.joint_arm import CAMERAS
+        from dream_vla_ros.sim.tasks import PHRASING_SPLITS, task_spec
+
+        task_spec(self.task)
+        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+        require(self.phrasing_split in PHRASING_SPLITS, "phrasing_split",
+                f"must be one of {', '.join(PHRASING_SPLITS)}, got {self.phrasing_split!r}")
+        require(self.phrasing_index >= 0, "phrasing_index", f"must be >= 0, got {self.phrasing_index}")
+        require(self.camera in CAMERAS, "camera", f"unknown camera {self.camera!r}; known: {', '.join(CAMERAS)}")
+        require(16 <= self.width <= 2048, "width", f"must be in [16, 2048] pixels, got {self.width}")
+        require(16 <= self.height <= 2048, "height", f"must be in [16, 2048] pixels, got {self.height}")
+        for name in ("camera_rate", "joint_state_rate"):
+            value = getattr(self, name)
+            require(math.isfinite(value) and value > 0.0, name, f"must be > 0 Hz, got {value}")
+        for name in ("camera_topic", "joint_states_topic", "controller"):
+            require(bool(getattr(self, name)), name, "must be non-empty")
+        require(self.max_steps >= 0, "max_steps", f"must be >= 0, got {self.max_steps}")
+        require(0.0 <= self.reset_pause <= 10.0, "reset_pause", f"must be in [0, 10] s, got {self.reset_pause}")
+        require(math.isfinite(self.real_time_factor) and 0.0 < self.real_time_factor <= 100.0, "real_time_factor",
+                f"must be in (0, 100], got {self.real_time_factor}")
+        require(self.max_lag > 0.0, "max_lag", f"must be > 0 s, got {self.max_lag}")
+        require(self.diagnostics_period > 0.0, "diagnostics_period", "must be > 0 s")
+
+    @property
+    def trajectory_topic(self) -> str:
+        """``<controller>/joint_trajectory`` (relative: it follows the node's namespace, as the JTC's does)."""
+        return f"{self.controller}/joint_trajectory"

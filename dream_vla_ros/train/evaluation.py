@@ -1,0 +1,821 @@
+"""Closed-loop evaluation through ROS 2: the simulated arm, the policy node and the chunk executor as separate
+processes in a private ROS domain, driven by episode resets and language goals.
+
+Protocol (``dream-vla-ros eval``):
+
+- the graph of a params file (``config/sim_arm.yaml``: ``sim_arm``, ``policy_node``, ``chunk_executor``) is
+  started with :mod:`dream_vla_ros.process_group` in its own ``ROS_DOMAIN_ID`` with discovery kept on the
+  host, so nothing else on the machine or the network sees it;
+- episode ``i`` of every task uses seed ``seed + i`` (default ``seed`` 100000: the demonstrations of
+  ``dream-vla-ros collect`` use seeds below ``episodes_per_task * max_attempts``, so evaluation scenes never
+  were training scenes) and phrasing ``i`` (cycling) of the chosen split (``train`` or ``heldout``);
+- per episode: an empty goal stops the policy, ``/sim_arm/reset`` starts the seeded episode and answers its
+  instruction, the instruction is published as the goal, and the episode ends at the arm's ``success`` event
+  or its ``truncated`` event (``max_steps`` physics steps of 12.5 ms after the controller became active,
+  Meta-World's 500 by default). Time runs at wall-clock pace: inference latency costs episode time as on a
+  robot;
+- the policy node's per-chunk profile (``profile_path``) gives the recurrent-core iterations ``k`` and the
+  latency of every chunk of the episode: **latency** = chunk publication time - stamp of the camera frame it
+  was computed from (transport, waiting, preprocessing, inference, publication); **inference** = the
+  engine's own time (preprocessing + network + postprocessing).
+
+``--k-sweep`` repeats the evaluation with the recurrent core fixed at k = 1, 2, 4, 8 and K_max iterations
+(halting off: ``halting_delta`` 0, ``halting_k_max`` k) and with adaptive halting (the checkpoint's
+defaults); each setting restarts the node graph with those policy-node parameters.
+
+``--expert`` checks the ROS 2 path itself: the scripted expert of each task runs in this process (mocap
+control, no rendering), and its joint-position targets are sent as one ``JointTrajectory`` (a point every
+12.5 ms, ``header.stamp`` 0) on the arm's controller topic after the seeded reset; the episode succeeds when
+the arm reports success. Episodes whose expert itself fails are skipped and counted; the same targets are
+also replayed directly into MuJoCo for comparison.
+
+Results: one JSON-able dict (:func:`summarize`), a Markdown report (:func:`markdown_report`) and plots
+(:func:`write_plots`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import queue
+import random
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dream_vla_ros.configuration import require
+from dream_vla_ros.errors import ConfigError, DreamVlaError
+from dream_vla_ros.sim.tasks import MT10, PHRASING_SPLITS
+
+DEFAULT_SEED = 100_000
+CONTROLLER_INTERFACES = ("topic",)
+EXPERT_GOAL = 0.95
+POLICY_READY = "active: answering chunk requests"
+POLICY_FAILED = "configure failed"
+CONTROL_DT = 0.0125  # the simulated arm's physics step (dream_vla_ros.sim.joint_arm.CONTROL_DT)
+
+Log = Callable[[str], None]
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def interrupt_on_sigterm() -> None:
+    """Turn SIGTERM (``timeout``, ``kill``) into KeyboardInterrupt, so sessions stop their node processes
+    (they run in their own process groups and would outlive this process otherwise)."""
+    import signal
+
+    def handler(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@dataclass(frozen=True)
+class Halting:
+    """A policy-node halting setting: ``k_max`` 0 and ``delta`` < 0 keep the checkpoint's defaults."""
+
+    label: str = "adaptive"
+    k_max: int = 0
+    delta: float = -1.0
+
+    def overrides(self) -> dict[str, Any]:
+        return {"halting_k_max": self.k_max, "halting_delta": self.delta}
+
+
+ADAPTIVE = Halting()
+
+
+def fixed_k(k: int) -> Halting:
+    """Exactly ``k`` core iterations per chunk (halting off)."""
+    return Halting(label=f"k={k}", k_max=k, delta=0.0)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What to evaluate and how.
+
+    model: model directory or shipped model name (unused with ``expert``).
+    tasks: task names; episodes: episodes per task; seed: seed of episode 0 (episode i uses seed + i).
+    phrasings: instruction split, train or heldout.
+    controller_interface: how the executor commands the arm; only ``topic`` (JointTrajectory on
+        /<controller>/joint_trajectory) exists.
+    config: params file (name under config/ or a path) describing the graph.
+    max_steps: physics steps per episode (12.5 ms each) after the controller is active.
+    threads: CPU threads of the policy node's backend. device: where it runs (cpu, cuda).
+    expert: replay the scripted expert's joint targets through the arm's trajectory topic instead.
+    domain_id: ROS_DOMAIN_ID of the private graph (None: a random one in 120..229).
+    """
+
+    model: str = ""
+    tasks: tuple[str, ...] = MT10
+    episodes: int = 20
+    seed: int = DEFAULT_SEED
+    phrasings: str = "train"
+    controller_interface: str = "topic"
+    config: str = "sim_arm"
+    max_steps: int = 500
+    threads: int = 1
+    device: str = "cpu"
+    expert: bool = False
+    domain_id: int | None = None
+
+    def __post_init__(self) -> None:
+        require(len(self.tasks) >= 1, "tasks", "at least one task is needed")
+        require(self.episodes >= 1, "episodes", f"must be >= 1, got {self.episodes}")
+        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+        require(self.phrasings in PHRASING_SPLITS, "phrasings", f"must be one of {', '.join(PHRASING_SPLITS)}")
+        require(self.controller_interface in CONTROLLER_INTERFACES, "controller_interface",
+                f"must be one of {', '.join(CONTROLLER_INTERFACES)} (follow_joint_trajectory is not implemented)")
+        require(self.max_steps >= 1, "max_steps", f"must be >= 1, got {self.max_steps}")
+        require(self.threads >= 0, "threads", f"must be >= 0, got {self.threads}")
+        require(self.expert or bool(self.model), "model", "a model directory is needed (or use the expert mode)")
+        require(self.domain_id is None or 0 <= self.domain_id <= 232, "domain_id", "must be in [0, 232]")
+
+
+@dataclass
+class EpisodeResult:
+    """One evaluated episode (``steps``: physics steps until success or truncation)."""
+
+    task: str
+    seed: int
+    instruction: str
+    success: bool
+    steps: int
+    wall_s: float
+    k: list[int] = field(default_factory=list)
+    latency_ms: list[float] = field(default_factory=list)
+    inference_ms: list[float] = field(default_factory=list)
+    lag_events: int = 0
+    note: str = ""
+
+    @property
+    def k_mean(self) -> float | None:
+        return _mean(self.k)
+
+    @property
+    def latency_ms_median(self) -> float | None:
+        return _median(self.latency_ms)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["chunks"] = len(self.k)
+        out["k_mean"] = self.k_mean
+        out["latency_ms_median"] = self.latency_ms_median
+        for key in ("k", "latency_ms", "inference_ms"):
+            out.pop(key)
+        return out
+
+
+# -- statistics (pure) ---------------------------------------------------------------------------------------
+def _mean(values: Sequence[float]) -> float | None:
+    return float(np.mean(values)) if len(values) else None
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return float(np.median(values)) if len(values) else None
+
+
+def _quantile(values: Sequence[float], q: float) -> float | None:
+    return float(np.quantile(values, q)) if len(values) else None
+
+
+def _histogram(values: Sequence[int]) -> dict[str, int]:
+    return {str(k): n for k, n in sorted(Counter(int(v) for v in values).items())}
+
+
+def _group(episodes: Sequence[EpisodeResult]) -> dict[str, Any]:
+    k = [v for e in episodes for v in e.k]
+    latency = [v for e in episodes for v in e.latency_ms]
+    inference = [v for e in episodes for v in e.inference_ms]
+    successes = [e for e in episodes if e.success]
+    return {
+        "success_rate": len(successes) / len(episodes) if episodes else None,
+        "episodes": len(episodes),
+        "successes": len(successes),
+        "steps_mean": _mean([e.steps for e in episodes]),
+        "steps_to_success_mean": _mean([e.steps for e in successes]),
+        "k_mean": _mean(k),
+        "k_histogram": _histogram(k),
+        "latency_ms_median": _median(latency),
+        "latency_ms_mean": _mean(latency),
+        "latency_ms_p90": _quantile(latency, 0.9),
+        "inference_ms_median": _median(inference),
+        "inference_ms_mean": _mean(inference),
+        "chunks": len(k),
+    }
+
+
+def summarize(episodes: Sequence[EpisodeResult], config: EvalConfig, halting: Halting = ADAPTIVE,
+              **extra: Any) -> dict[str, Any]:
+    """Per-task and overall statistics of ``episodes`` in the JSON layout of ``dream-vla-ros eval --json``."""
+    tasks = {task: _group([e for e in episodes if e.task == task]) for task in config.tasks}
+    rates = [t["success_rate"] for t in tasks.values() if t["success_rate"] is not None]
+    overall = _group(episodes)
+    return {
+        "mode": "expert" if config.expert else "policy",
+        "model": config.model,
+        "controller_interface": config.controller_interface,
+        "phrasings": config.phrasings,
+        "seed": config.seed,
+        "seeds": [config.seed, config.seed + config.episodes - 1],
+        "episodes_per_task": config.episodes,
+        "max_steps": config.max_steps,
+        "halting": dataclasses.asdict(halting),
+        "tasks": tasks,
+        "mean_success": float(np.mean(rates)) if rates else None,
+        "k_mean": overall["k_mean"],
+        "k_histogram": overall["k_histogram"],
+        "latency_ms_median": overall["latency_ms_median"],
+        "latency_ms_mean": overall["latency_ms_mean"],
+        "latency_ms_p90": overall["latency_ms_p90"],
+        "inference_ms_median": overall["inference_ms_median"],
+        "inference_ms_mean": overall["inference_ms_mean"],
+        "steps_mean": overall["steps_mean"],
+        "lag_events": sum(e.lag_events for e in episodes),
+        **extra,
+        "episodes": [e.as_dict() for e in episodes],
+    }
+
+
+# -- the policy node's chunk profile -------------------------------------------------------------------------
+class ChunkProfile:
+    """Reads the JSON lines the policy node appends per chunk (``profile_path``), incrementally."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+        self._records: list[dict[str, Any]] = []
+
+    def _read(self) -> None:
+        if not self.path.is_file():
+            return
+        with self.path.open() as f:
+            f.seek(self._offset)
+            data = f.read()
+        complete = data[: data.rfind("\n") + 1]
+        self._offset += len(complete.encode())
+        for line in complete.splitlines():
+            try:
+                self._records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+
+    def between(self, start: float, end: float) -> list[dict[str, Any]]:
+        """Records of chunks computed from observations stamped in [start, end] (and drop older ones)."""
+        self._read()
+        chosen = [r for r in self._records if start <= float(r.get("stamp", -1.0)) <= end]
+        self._records = [r for r in self._records if float(r.get("stamp", -1.0)) > end]
+        return chosen
+
+
+def chunk_statistics(records: Sequence[dict[str, Any]]) -> tuple[list[int], list[float], list[float]]:
+    """(iterations k, latency ms, inference ms) per chunk record."""
+    k = [int(r["iterations"]) for r in records if "iterations" in r]
+    latency = [(float(r["published"]) - float(r["stamp"])) * 1e3 for r in records if "published" in r]
+    inference = [
+        sum(float(r.get(f"{stage}_ms", 0.0)) for stage in ("preprocessing", "engine", "postprocessing"))
+        for r in records
+    ]
+    return k, latency, inference
+
+
+# -- the ROS 2 side ------------------------------------------------------------------------------------------
+def _topic(value: str, default: str) -> str:
+    value = value or default
+    return value if value.startswith("/") else f"/{value}"
+
+
+class RosSession:
+    """A node graph (processes in a private domain) plus an in-process client that drives the simulated arm.
+
+    Usage::
+
+        with RosSession("sim_arm", overrides={...}) as session:
+            event = session.reset("push", seed=100000)       # the reset event, with the instruction
+            session.set_goal(event["instruction"])
+            end = session.wait_episode_end(event["episode"], timeout=20.0)
+    """
+
+    def __init__(
+        self,
+        config: str | Path = "sim_arm",
+        *,
+        overrides: dict[str, dict[str, Any]] | None = None,
+        only: tuple[str, ...] = (),
+        domain_id: int | None = None,
+        echo: Any = None,
+        log: Log = _stderr,
+    ) -> None:
+        from dream_vla_ros.bringup import describe
+        from dream_vla_ros.configuration import node_section, read_yaml
+
+        self.bringup = describe(config, overrides=overrides, only=only)
+        self.domain_id = random.randrange(120, 230) if domain_id is None else domain_id
+        self.log = log
+        self._echo = echo
+        names = {n.executable: n for n in self.bringup.nodes}
+        if "sim_arm" not in names:
+            raise ConfigError(f"{self.bringup.config_file}: the graph has no sim_arm node")
+        sim = names["sim_arm"]
+        prefix = f"/{sim.namespace.strip('/')}" if sim.namespace else ""
+        self.sim_name = f"{prefix}/{sim.name}"
+        data = read_yaml(self.bringup.config_file)
+        sim_values = {**node_section(data, "sim_arm", str(self.bringup.config_file)), **sim.parameters}
+        controller = _topic(str(sim_values.get("controller", "arm_controller")), "arm_controller")
+        self.trajectory_topic = f"{prefix}{controller}/joint_trajectory"
+        self.camera_topic = str(sim_values.get("camera_topic", "/camera/image_raw"))
+        self.has_policy = "policy_node" in names
+        goal = "/goal"
+        if self.has_policy:
+            policy = names["policy_node"]
+            policy_values = {**node_section(data, "policy_node", str(self.bringup.config_file)), **policy.parameters}
+            goal = _topic(str(policy_values.get("goal_topic", "goal")), "goal")
+        self.goal_topic = goal
+        self.processes = None
+        self._context = None
+        self._events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._frame_sink: Callable[[Any], None] | None = None
+        self._frame_sub = None
+        self._spinner: threading.Thread | None = None
+
+    # -- lifetime --------------------------------------------------------------------------------------------
+    def start(self, timeout: float = 180.0) -> RosSession:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from std_msgs.msg import String
+
+        from dream_vla_ros.nodes import qos
+        from dream_vla_ros.nodes.sim_arm_node import EPISODE_QOS
+        from dream_vla_ros.process_group import ProcessGroup, start_bringup
+
+        env = {"ROS_DOMAIN_ID": str(self.domain_id), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+               **self.bringup.environment}
+        for key, value in env.items():
+            if key != "ROS_DOMAIN_ID":
+                os.environ.setdefault(key, value)
+        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+        self.processes = ProcessGroup(echo=self._echo)
+        start_bringup(self.processes, self.bringup, env)
+        self._context = rclpy.Context()
+        rclpy.init(context=self._context, domain_id=self.domain_id)
+        self.node = rclpy.create_node(f"dream_vla_eval_{os.getpid()}", context=self._context)
+        self._executor = SingleThreadedExecutor(context=self._context)
+        self._executor.add_node(self.node)
+        self._goal_pub = self.node.create_publisher(String, self.goal_topic, qos.GOAL)
+        self.node.create_subscription(String, f"{self.sim_name}/episode", self._on_event, EPISODE_QOS)
+        from rcl_interfaces.srv import SetParameters
+        from std_srvs.srv import Trigger
+
+        self._reset_client = self.node.create_client(Trigger, f"{self.sim_name}/reset")
+        self._params_client = self.node.create_client(SetParameters, f"{self.sim_name}/set_parameters")
+        self._spinner = threading.Thread(target=self._spin, name="eval-client", daemon=True)
+        self._spinner.start()
+        deadline = time.monotonic() + timeout
+        self._wait(self._reset_client.service_is_ready, deadline, f"service {self.sim_name}/reset")
+        self._wait(self._params_client.service_is_ready, deadline, f"service {self.sim_name}/set_parameters")
+        if self.has_policy:
+            self._wait(self._policy_ready, deadline, "the policy node to become active")
+        return self
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        with contextlib.suppress(ExternalShutdownException, Exception):  # the client ends with the session
+            self._executor.spin()
+
+    def close(self) -> dict[str, int | None]:
+        import rclpy
+
+        codes: dict[str, int | None] = {}
+        if self.processes is not None:
+            codes = self.processes.stop(timeout=5.0)
+        if self._context is not None:
+            self._executor.shutdown(timeout_sec=1.0)
+            self.node.destroy_node()
+            rclpy.shutdown(context=self._context)
+            self._context = None
+        if self._spinner is not None:
+            self._spinner.join(timeout=2.0)
+        return codes
+
+    def __enter__(self) -> RosSession:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- health ----------------------------------------------------------------------------------------------
+    def _check_alive(self) -> None:
+        for name, proc in self.processes.processes.items():
+            if not proc.running:
+                raise DreamVlaError(f"{name} exited with {proc.popen.poll()}; its last output:\n"
+                                    + "\n".join(self.processes.output(name).splitlines()[-25:]))
+
+    def _policy_ready(self) -> bool:
+        output = self.processes.output("policy_node")
+        if POLICY_FAILED in output:
+            line = next(ln for ln in output.splitlines() if POLICY_FAILED in ln)
+            raise DreamVlaError(f"the policy node could not load the model: {line.strip()}")
+        return POLICY_READY in output
+
+    def _wait(self, condition: Callable[[], Any], deadline: float, what: str) -> Any:
+        while True:
+            value = condition()
+            if value:
+                return value
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise DreamVlaError(f"timed out waiting for {what}")
+            time.sleep(0.02)
+
+    def outputs(self, lines: int = 30) -> str:
+        return "\n".join(
+            f"--- {name} ---\n" + "\n".join(self.processes.output(name).splitlines()[-lines:])
+            for name in self.processes.processes
+        )
+
+    # -- driving the arm -------------------------------------------------------------------------------------
+    def _on_event(self, msg) -> None:
+        with contextlib.suppress(json.JSONDecodeError):
+            self._events.put(json.loads(msg.data))
+
+    def _call(self, client, request, timeout: float, what: str):
+        future = client.call_async(request)
+        self._wait(future.done, time.monotonic() + timeout, what)
+        return future.result()
+
+    def set_goal(self, text: str) -> None:
+        from std_msgs.msg import String
+
+        self._goal_pub.publish(String(data=text))
+
+    def reset(self, task: str, seed: int, split: str = "train", index: int = 0, timeout: float = 60.0) -> dict:
+        """Start a seeded episode on the arm; returns its reset event (with ``instruction`` and ``episode``)."""
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+        from std_srvs.srv import Trigger
+
+        values = {"task": task, "seed": int(seed), "phrasing_split": split, "phrasing_index": int(index)}
+        request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg()
+                                                    for k, v in values.items()])
+        response = self._call(self._params_client, request, 10.0, "the arm's set_parameters")
+        for name, result in zip(values, response.results, strict=True):
+            if not result.successful:
+                raise ConfigError(f"sim_arm rejected {name}={values[name]!r}: {result.reason}")
+        answer = self._call(self._reset_client, Trigger.Request(), timeout, f"{self.sim_name}/reset")
+        if not answer.success:
+            raise DreamVlaError(f"{self.sim_name}/reset failed: {answer.message}")
+        return json.loads(answer.message)
+
+    def wait_episode_end(self, episode: int, timeout: float) -> dict[str, Any] | None:
+        """The ``success`` or ``truncated`` event of ``episode``, or None after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                event = self._events.get(timeout=0.05)
+            except queue.Empty:
+                self._check_alive()
+                continue
+            if event.get("episode") == episode and event.get("event") in ("success", "truncated"):
+                return event
+        return None
+
+    def trajectory_publisher(self):
+        """A reliable publisher on the arm's controller topic, once the arm's subscription is matched."""
+        from trajectory_msgs.msg import JointTrajectory
+
+        from dream_vla_ros.nodes import qos
+
+        publisher = self.node.create_publisher(JointTrajectory, self.trajectory_topic, qos.CONTROLLER)
+        self._wait(lambda: publisher.get_subscription_count() > 0, time.monotonic() + 30.0,
+                   f"a subscriber on {self.trajectory_topic}")
+        return publisher
+
+    def record_frames(self, sink: Callable[[Any], None] | None) -> None:
+        """Send every camera frame to ``sink`` (None stops); subscribes on first use."""
+        if sink is not None and self._frame_sub is None:
+            from sensor_msgs.msg import Image
+
+            from dream_vla_ros.nodes import qos
+
+            self._frame_sub = self.node.create_subscription(Image, self.camera_topic, self._on_frame, qos.SENSOR)
+        self._frame_sink = sink
+
+    def _on_frame(self, msg) -> None:
+        sink = self._frame_sink
+        if sink is not None:
+            sink(msg)
+
+
+# -- runners -------------------------------------------------------------------------------------------------
+def _episode_plan(config: EvalConfig) -> list[tuple[str, int, int]]:
+    """(task, seed, phrasing index) of every episode, task by task (one scene build per task)."""
+    return [(task, config.seed + i, i) for task in config.tasks for i in range(config.episodes)]
+
+
+def _episode_timeout(config: EvalConfig) -> float:
+    return config.max_steps * CONTROL_DT * 2.0 + 15.0
+
+
+def run_policy_episode(session: RosSession, config: EvalConfig, profile: ChunkProfile, task: str, seed: int,
+                       index: int, on_start: Callable[[dict], None] | None = None) -> EpisodeResult:
+    """One closed-loop episode: stop, reset, goal, wait for success or truncation, stop."""
+    session.set_goal("")
+    event = session.reset(task, seed, config.phrasings, index)
+    if on_start is not None:
+        on_start(event)
+    started_wall, started = time.time(), time.monotonic()
+    session.set_goal(event["instruction"])
+    end = session.wait_episode_end(event["episode"], _episode_timeout(config))
+    session.set_goal("")
+    finished_wall = time.time()
+    k, latency, inference = chunk_statistics(profile.between(started_wall, finished_wall))
+    if end is None:
+        return EpisodeResult(task, seed, event["instruction"], False, config.max_steps, time.monotonic() - started,
+                             k, latency, inference, note="no end event (timeout)")
+    return EpisodeResult(task, seed, event["instruction"], end["event"] == "success", int(end["steps"]),
+                         time.monotonic() - started, k, latency, inference, int(end.get("lag_events", 0)))
+
+
+def policy_overrides(config: EvalConfig, halting: Halting, profile_path: Path) -> dict[str, dict[str, Any]]:
+    return {
+        "policy_node": {"model": str(config.model), "device": config.device, "threads": config.threads,
+                        "profile_path": str(profile_path), **halting.overrides()},
+        "sim_arm": {"task": config.tasks[0], "max_steps": config.max_steps, "phrasing_split": config.phrasings},
+    }
+
+
+def _episode_line(n: int, total: int, result: EpisodeResult) -> str:
+    outcome = f"success in {result.steps} steps" if result.success else f"failed ({result.steps} steps)"
+    k = f", k {result.k_mean:.1f}" if result.k else ""
+    latency = f", {result.latency_ms_median:.0f} ms" if result.latency_ms else ""
+    note = f" [{result.note}]" if result.note else ""
+    return f"[{n}/{total}] {result.task} seed {result.seed}: {outcome}{k}{latency}{note}"
+
+
+def evaluate_policy(config: EvalConfig, halting: Halting, work_dir: Path, log: Log = _stderr,
+                    echo: Any = None) -> dict[str, Any]:
+    """Closed-loop evaluation of ``config.model`` with one halting setting; returns :func:`summarize`'s dict."""
+    from dream_vla_ros.paths import resolve_model
+
+    model = resolve_model(config.model)
+    if not (model / "config.json").is_file():
+        raise ConfigError(f"model: {model} is not a model directory (no config.json)")
+    config = dataclasses.replace(config, model=str(model))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    profile_path = work_dir / f"policy_profile_{halting.label.replace('=', '')}.jsonl"
+    profile_path.unlink(missing_ok=True)
+    plan = _episode_plan(config)
+    episodes: list[EpisodeResult] = []
+    started = time.monotonic()
+    log(f"evaluating {model} ({halting.label}) on {len(config.tasks)} task(s) x {config.episodes} episode(s), "
+        f"{config.phrasings} phrasings, seeds {config.seed}..{config.seed + config.episodes - 1}")
+    session = RosSession(config.config, overrides=policy_overrides(config, halting, profile_path),
+                         domain_id=config.domain_id, echo=echo, log=log)
+    try:
+        session.start()
+        profile = ChunkProfile(profile_path)
+        for n, (task, seed, index) in enumerate(plan, 1):
+            result = run_policy_episode(session, config, profile, task, seed, index)
+            episodes.append(result)
+            log(_episode_line(n, len(plan), result))
+    except DreamVlaError:
+        if session.processes is not None:
+            log(session.outputs())
+        raise
+    finally:
+        session.close()
+    return summarize(episodes, config, halting, wall_s=time.monotonic() - started)
+
+
+def checkpoint_k_max(model: str | Path) -> int:
+    """The checkpoint's default cap on core iterations (``halting.k_max`` in its config.json)."""
+    from dream_vla_ros.paths import resolve_model
+    from dream_vla_ros.policy.config import read_checkpoint_config
+
+    document = read_checkpoint_config(resolve_model(model))
+    return int(document.get("model", {}).get("halting", {}).get("k_max", 12))
+
+
+def sweep_settings(k_max: int) -> list[Halting]:
+    """Fixed k = 1, 2, 4, 8, K_max (those <= K_max, no repeats) and adaptive halting, in that order."""
+    ks = sorted({k for k in (1, 2, 4, 8) if k <= k_max} | {k_max})
+    return [fixed_k(k) for k in ks] + [ADAPTIVE]
+
+
+def evaluate_k_sweep(config: EvalConfig, work_dir: Path, log: Log = _stderr, echo: Any = None) -> dict[str, Any]:
+    """:func:`evaluate_policy` for every setting of :func:`sweep_settings`; the adaptive result on top, with
+    a ``k_sweep`` list of every setting's summary."""
+    rows, adaptive = [], None
+    for halting in sweep_settings(checkpoint_k_max(config.model)):
+        result = evaluate_policy(config, halting, work_dir, log, echo)
+        rows.append({
+            "label": halting.label, "k_max": halting.k_max, "delta": halting.delta,
+            "mean_success": result["mean_success"], "k_mean": result["k_mean"],
+            "latency_ms_median": result["latency_ms_median"], "latency_ms_mean": result["latency_ms_mean"],
+            "inference_ms_median": result["inference_ms_median"], "inference_ms_mean": result["inference_ms_mean"],
+            "tasks": {t: v["success_rate"] for t, v in result["tasks"].items()},
+        })
+        if halting == ADAPTIVE:
+            adaptive = result
+    adaptive["k_sweep"] = rows
+    return adaptive
+
+
+def evaluate_expert(config: EvalConfig, log: Log = _stderr, echo: Any = None) -> dict[str, Any]:
+    """Replay the scripted expert's joint targets through the arm's trajectory topic (see the module doc)."""
+    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+    import dream_vla_ros.sim  # noqa: F401 - sets MUJOCO_GL before mujoco loads
+    from dream_vla_ros.nodes.conversions import seconds_to_duration
+    from dream_vla_ros.sim.expert import replay, run_expert
+    from dream_vla_ros.sim.joint_arm import CONTROL_DT as DT
+    from dream_vla_ros.sim.joint_arm import JOINT_NAMES, JointArm, SimArmConfig
+
+    plan = _episode_plan(config)
+    episodes: list[EpisodeResult] = []
+    expert_failures: Counter[str] = Counter()
+    direct: Counter[str] = Counter()
+    started = time.monotonic()
+    arm = JointArm(SimArmConfig(task=config.tasks[0]))
+    overrides = {"sim_arm": {"task": config.tasks[0], "max_steps": config.max_steps,
+                             "phrasing_split": config.phrasings}}
+    session = RosSession(config.config, overrides=overrides, only=("sim_arm",), domain_id=config.domain_id,
+                         echo=echo, log=log)
+    try:
+        session.start()
+        publisher = session.trajectory_publisher()
+        for n, (task, seed, index) in enumerate(plan, 1):
+            demo = run_expert(arm, task, seed, max_steps=config.max_steps)
+            if not demo.success:
+                expert_failures[task] += 1
+                log(f"[{n}/{len(plan)}] {task} seed {seed}: the scripted expert failed; skipped")
+                continue
+            direct[task] += int(replay(arm, task, seed, demo.targets).success)
+            event = session.reset(task, seed, config.phrasings, index)
+            started_episode = time.monotonic()
+            msg = JointTrajectory(joint_names=list(JOINT_NAMES))
+            msg.points = [JointTrajectoryPoint(positions=row, time_from_start=seconds_to_duration((i + 1) * DT))
+                          for i, row in enumerate(demo.targets.tolist())]
+            publisher.publish(msg)
+            end = session.wait_episode_end(event["episode"], _episode_timeout(config))
+            success = end is not None and end["event"] == "success"
+            result = EpisodeResult(task, seed, event["instruction"], success,
+                                   int(end["steps"]) if end else config.max_steps, time.monotonic() - started_episode,
+                                   lag_events=int(end.get("lag_events", 0)) if end else 0,
+                                   note="" if end else "no end event (timeout)")
+            episodes.append(result)
+            log(_episode_line(n, len(plan), result) + f" (expert {demo.steps_to_success} steps)")
+    except DreamVlaError:
+        if session.processes is not None:
+            log(session.outputs())
+        raise
+    finally:
+        session.close()
+        arm.close()
+    summary = summarize(episodes, config, wall_s=time.monotonic() - started)
+    for task, stats in summary["tasks"].items():
+        stats["expert_failures"] = expert_failures[task]
+        stats["direct_replay_success_rate"] = direct[task] / stats["episodes"] if stats["episodes"] else None
+    replayed = len(episodes)
+    summary["replay_success"] = sum(e.success for e in episodes) / replayed if replayed else None
+    summary["replayed_episodes"] = replayed
+    summary["expert_failures"] = sum(expert_failures.values())
+    summary["goal"] = EXPERT_GOAL
+    return summary
+
+
+# -- reports -------------------------------------------------------------------------------------------------
+def _fmt(value: Any, digits: int = 2, percent: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if percent:
+        return f"{100 * value:.0f}%"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def markdown_report(result: dict[str, Any]) -> str:
+    """A Markdown results table (per task, overall, k histogram and the k-sweep when present)."""
+    expert = result["mode"] == "expert"
+    title = "Expert replay through the sim_arm trajectory topic" if expert else \
+        f"Closed-loop evaluation: {result['model']}"
+    lines = [
+        f"# {title}",
+        "",
+        f"- Protocol: {result['episodes_per_task']} episode(s) per task, seeds {result['seeds'][0]}.."
+        f"{result['seeds'][1]}, {result['phrasings']} phrasings, at most {result['max_steps']} steps of 12.5 ms, "
+        f"through ROS 2 (controller interface: {result['controller_interface']}), wall-clock pace",
+    ]
+    if not expert:
+        lines.append(f"- Halting: {result['halting']['label']}")
+    lines += [f"- Mean success over tasks: **{_fmt(result['mean_success'], percent=True)}**", ""]
+    if expert:
+        lines += ["| task | ROS replay success | episodes | direct replay | expert failures | mean steps |",
+                  "|---|---|---|---|---|---|"]
+        for task, s in result["tasks"].items():
+            lines.append(f"| {task} | {_fmt(s['success_rate'], percent=True)} | {s['episodes']} | "
+                         f"{_fmt(s['direct_replay_success_rate'], percent=True)} | {s['expert_failures']} | "
+                         f"{_fmt(s['steps_mean'], 1)} |")
+        lines += ["", f"Overall ROS replay success: {_fmt(result['replay_success'], percent=True)} of "
+                  f"{result['replayed_episodes']} replayed episodes (goal >= {_fmt(result['goal'], percent=True)})."]
+        return "\n".join(lines) + "\n"
+    lines += ["| task | success | episodes | mean steps | steps to success | k mean | latency median (ms) |"
+              " inference median (ms) |", "|---|---|---|---|---|---|---|---|"]
+    for task, s in result["tasks"].items():
+        lines.append(f"| {task} | {_fmt(s['success_rate'], percent=True)} | {s['episodes']} | "
+                     f"{_fmt(s['steps_mean'], 1)} | {_fmt(s['steps_to_success_mean'], 1)} | {_fmt(s['k_mean'], 2)} | "
+                     f"{_fmt(s['latency_ms_median'], 1)} | {_fmt(s['inference_ms_median'], 1)} |")
+    lines.append(f"| **mean** | **{_fmt(result['mean_success'], percent=True)}** | | {_fmt(result['steps_mean'], 1)} "
+                 f"| | {_fmt(result['k_mean'], 2)} | {_fmt(result['latency_ms_median'], 1)} | "
+                 f"{_fmt(result['inference_ms_median'], 1)} |")
+    if result["k_histogram"]:
+        keys = list(result["k_histogram"])
+        counts = " | ".join(str(v) for v in result["k_histogram"].values())
+        lines += ["", "Iterations k per chunk:", "", "| k | " + " | ".join(keys) + " |",
+                  "|---|" + "---|" * len(keys), f"| chunks | {counts} |"]
+    if result.get("k_sweep"):
+        tasks = list(result["tasks"])
+        header = "| setting | mean success | k mean | latency mean (ms) | latency median (ms) | inference mean (ms) | "
+        rule = "|---|---|---|---|---|---|" + "---|" * len(tasks)
+        lines += ["", "## k-sweep", "", header + " | ".join(tasks) + " |", rule]
+        for row in result["k_sweep"]:
+            lines.append(f"| {row['label']} | {_fmt(row['mean_success'], percent=True)} | {_fmt(row['k_mean'], 2)} | "
+                         f"{_fmt(row['latency_ms_mean'], 1)} | {_fmt(row['latency_ms_median'], 1)} | "
+                         f"{_fmt(row['inference_ms_mean'], 1)} | "
+                         + " | ".join(_fmt(row['tasks'].get(t), percent=True) for t in tasks) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_plots(result: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Success per task, the k histogram and (with a sweep) success and latency per setting, as PNG files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    tasks = list(result["tasks"])
+    rates = [result["tasks"][t]["success_rate"] or 0.0 for t in tasks]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.bar(range(len(tasks)), [100 * r for r in rates], color="tab:blue")
+    ax.set_xticks(range(len(tasks)), tasks, rotation=35, ha="right", fontsize=8)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("success (%)")
+    ax.set_title(f"success per task (mean {_fmt(result['mean_success'], percent=True)}, "
+                 f"{result['episodes_per_task']} episodes each)")
+    fig.tight_layout()
+    written.append(out_dir / "success_per_task.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+    if result.get("k_histogram"):
+        ks = [int(k) for k in result["k_histogram"]]
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        ax.bar(ks, list(result["k_histogram"].values()), color="tab:orange")
+        ax.set_xlabel("recurrent-core iterations k")
+        ax.set_ylabel("chunks")
+        ax.set_title(f"iterations per chunk (mean {_fmt(result['k_mean'], 2)})")
+        fig.tight_layout()
+        written.append(out_dir / "k_histogram.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+    if result.get("k_sweep"):
+        rows = result["k_sweep"]
+        labels = [r["label"] for r in rows]
+        fig, ax = plt.subplots(figsize=(6, 3.4))
+        ax.bar(range(len(rows)), [100 * (r["mean_success"] or 0.0) for r in rows], color="tab:blue")
+        ax.set_xticks(range(len(rows)), labels)
+        ax.set_ylabel("mean success (%)")
+        ax.set_ylim(0, 105)
+        twin = ax.twinx()
+        twin.plot(range(len(rows)), [r["latency_ms_mean"] or 0.0 for r in rows], "o-", color="tab:red")
+        twin.set_ylabel("latency mean (ms)", color="tab:red")
+        ax.set_title("k-sweep: success and latency")
+        fig.tight_layout()
+        written.append(out_dir / "k_sweep.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+    return written
+
+
+def write_outputs(result: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """results.json, results.md and the plots in ``out_dir``; returns the paths written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    markdown = out_dir / "results.md"
+    markdown.write_text(markdown_report(result))
+    plots = write_plots(result, out_dir)
+    files = {"json": str(out_dir / "results.json"), "markdown": str(markdown), "plots": [str(p) for p in plots]}
+    (out_dir / "results.json").write_text(json.dumps({**result, "files": files}, indent=2) + "\n")
+    return files

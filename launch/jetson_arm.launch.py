@@ -1,0 +1,11 @@
+"""Launch the jetson_arm graph: `ros2 launch dream_vla_ros jetson_arm.launch.py [model:=DIR] [namespace:=NS] ...`.
+
+The nodes and their parameters come from config/jetson_arm.yaml (see dream_vla_ros/bringup.py); without
+launch_ros, `dream-vla-ros up jetson_arm` starts the same graph.
+"""
+
+from dream_vla_ros.launch_support import generate
+
+
+def generate_launch_description():
+    return generate("jetson_arm")

@@ -1,0 +1,70 @@
+"""The ROS-free parts of the closed-loop evaluation: settings, chunk profile parsing, statistics, reports."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dream_vla_ros.errors import ConfigError
+from dream_vla_ros.train import evaluation as ev
+
+
+def test_sweep_settings_cover_fixed_k_and_adaptive():
+    assert [h.label for h in ev.sweep_settings(12)] == ["k=1", "k=2", "k=4", "k=8", "k=12", "adaptive"]
+    assert [h.label for h in ev.sweep_settings(8)] == ["k=1", "k=2", "k=4", "k=8", "adaptive"]
+    assert ev.fixed_k(4).overrides() == {"halting_k_max": 4, "halting_delta": 0.0}
+    assert ev.ADAPTIVE.overrides() == {"halting_k_max": 0, "halting_delta": -1.0}
+
+
+def test_config_checks():
+    with pytest.raises(ConfigError, match="controller_interface"):
+        ev.EvalConfig(model="m", controller_interface="action")
+    with pytest.raises(ConfigError, match="model"):
+        ev.EvalConfig()
+    assert ev.EvalConfig(expert=True).seed >= 100_000  # never a training demonstration's seed
+
+
+def test_chunk_profile_reads_incrementally_and_by_stamp(tmp_path):
+    path = tmp_path / "profile.jsonl"
+    profile = ev.ChunkProfile(path)
+    assert profile.between(0.0, 10.0) == []
+    records = [{"stamp": 1.0, "published": 1.05, "iterations": 3, "engine_ms": 10.0, "preprocessing_ms": 2.0},
+               {"stamp": 2.0, "published": 2.02, "iterations": 5, "engine_ms": 12.0}]
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n" + '{"stamp": 3.0, "publ')  # partial line
+    chosen = profile.between(0.5, 2.5)
+    assert [r["stamp"] for r in chosen] == [1.0, 2.0]
+    k, latency, inference = ev.chunk_statistics(chosen)
+    assert k == [3, 5]
+    assert latency == pytest.approx([50.0, 20.0])
+    assert inference == pytest.approx([12.0, 12.0])
+    with path.open("a") as f:
+        f.write('ished": 3.1, "iterations": 2}\n')
+    assert [r["iterations"] for r in profile.between(2.5, 3.5)] == [2]
+
+
+def test_summary_report_and_plots(tmp_path):
+    config = ev.EvalConfig(model="m", tasks=("reach", "push"), episodes=2)
+    episodes = [
+        ev.EpisodeResult("reach", 100000, "reach the goal position", True, 40, 0.6, [2, 3], [30.0, 40.0], [5.0, 6.0]),
+        ev.EpisodeResult("reach", 100001, "move the gripper to the target", False, 500, 6.3, [4], [50.0], [7.0]),
+        ev.EpisodeResult("push", 100000, "push the puck to the goal", True, 60, 0.9, [3], [35.0], [6.0]),
+        ev.EpisodeResult("push", 100001, "slide the puck to the target", True, 80, 1.1, [3, 3], [45.0, 55.0], [6.0]),
+    ]
+    result = ev.summarize(episodes, config, wall_s=10.0)
+    assert result["tasks"]["reach"]["success_rate"] == 0.5 and result["tasks"]["push"]["success_rate"] == 1.0
+    assert result["mean_success"] == pytest.approx(0.75)
+    assert result["episodes_per_task"] == 2 and result["controller_interface"] == "topic"
+    assert result["k_histogram"] == {"2": 1, "3": 4, "4": 1}
+    assert result["k_mean"] == pytest.approx(3.0)
+    assert result["tasks"]["reach"]["latency_ms_median"] == pytest.approx(40.0)
+    assert result["tasks"]["reach"]["steps_to_success_mean"] == 40.0
+    json.dumps(result)
+    result["k_sweep"] = [{"label": "k=1", "k_max": 1, "delta": 0.0, "mean_success": 0.5, "k_mean": 1.0,
+                          "latency_ms_median": 20.0, "latency_ms_mean": 21.0, "inference_ms_median": 3.0,
+                          "inference_ms_mean": 3.0, "tasks": {"reach": 0.5, "push": 0.5}}]
+    text = ev.markdown_report(result)
+    assert "| reach | 50% | 2 |" in text and "## k-sweep" in text and "| k=1 | 50% |" in text
+    files = ev.write_outputs(result, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["mean_success"] == pytest.approx(0.75)
+    assert {p.split("/")[-1] for p in files["plots"]} == {"success_per_task.png", "k_histogram.png", "k_sweep.png"}
