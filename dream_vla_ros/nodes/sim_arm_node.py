@@ -507,7 +507,7 @@ class _SimulationLoop:
 def main(argv: list[str] | None = None) -> int:
     from dream_vla_ros.nodes.runtime import run
 
-    return run([SimArmNode], threads=2, argv=argv)
+    return run([SimArmNode], argv=argv)
 
 
 if __name__ == "__main__":

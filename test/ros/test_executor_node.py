@@ -65,6 +65,7 @@ def test_windows_requests_stop_resume_and_stale_joint_states(ros, tmp_path):
     rig.wait(lambda: rig.mode() == "running", what="running after resume")
 
     # Stale joint states: brake to a hold, resume from the measured state when they return.
+    stale_lines = len(rig.cause_lines("executor", "joint state is"))  # a loaded machine may have logged one
     rig.joint_producer = None
     rig.wait(lambda: rig.cause_status("chunk_executor", "joint state is"), what="the stale joint state cause")
     rig.wait(lambda: rig.mode() == "holding" and rig.at_rest(), what="hold on stale joint states")
@@ -77,7 +78,7 @@ def test_windows_requests_stop_resume_and_stale_joint_states(ros, tmp_path):
              what="recovery and new requests")
     rig.publish_chunk(ramp(HOME, -0.01))
     rig.wait(lambda: rig.mode() == "running", what="running after the joint states returned")
-    assert len(rig.cause_lines("executor", "joint state is")) == 1
+    assert len(rig.cause_lines("executor", "joint state is")) == stale_lines + 1  # logged once for this outage
     assert not rig.violations, rig.violations[:5]
     assert rig.alive("executor")
 
