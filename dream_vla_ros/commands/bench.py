@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "policy": ("policy", "parameters, FLOPs and CPU latency of a policy preset"),
     "executor": ("executor", "chunk executor smoothness, tracking and cost per tick"),
     "latency": ("latency", "ROS 2 path latency: 640x480 camera -> policy node -> executor -> controller topic"),
+    "backends": ("backends", "every inference backend side by side: latency, stages, k, parity to torch"),
 }
 
 

@@ -20,6 +20,8 @@ from dream_vla_ros.errors import CheckpointError, EngineError
 # name -> "module:factory". Other backends register here as they land.
 BACKENDS: dict[str, str] = {
     "torch": "dream_vla_ros.engines.torch_engine:TorchEngine",
+    "onnxruntime": "dream_vla_ros.engines.onnxruntime_engine:OnnxRuntimeEngine",
+    "tensorrt": "dream_vla_ros.engines.tensorrt_engine:TensorRtEngine",
 }
 
 

@@ -1,15 +1,20 @@
-"""The torch backend: :class:`~dream_vla_ros.policy.inference.TorchPolicy` behind the :class:`Engine` contract."""
+"""The torch backend: :class:`~dream_vla_ros.policy.inference.TorchPolicy` behind the :class:`Engine` contract.
+
+On CUDA it can run in FP16/BF16 (autocast: LayerNorm, softmax and the halting metric's reductions stay FP32)
+and, for the recurrent decoder at batch 1, replay CUDA graphs of the encode graph and the core step
+(:mod:`.cuda_graphs`). CPU runs are FP32 eager.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from dream_vla_ros.engines.base import ModelMetadata
+from dream_vla_ros.engines.common import HostPipeline, override_halting
 from dream_vla_ros.errors import EngineError
 from dream_vla_ros.policy.observation import ChunkPrediction, Observation
 
-PRECISIONS = ("fp32",)
+PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 class TorchEngine:
@@ -17,9 +22,11 @@ class TorchEngine:
 
     device: ``cpu``, ``cuda`` or ``cuda:N``.
     threads: torch intra-op threads for this process (0 = torch's default).
-    precision: ``fp32`` (reduced precision comes with the TensorRT backend).
+    precision: ``fp32``; ``fp16`` or ``bf16`` (autocast) on CUDA only.
     seed: scratchpad noise seed (same observation + seed = same chunk).
     halting_k_max / halting_delta: override the checkpoint's halting defaults (0 / negative = keep them).
+    cuda_graphs: on CUDA, replay CUDA graphs for single observations of a recurrent model (captured at the
+        first inference, i.e. during warm-up).
     """
 
     def __init__(
@@ -32,6 +39,7 @@ class TorchEngine:
         seed: int = 0,
         halting_k_max: int = 0,
         halting_delta: float = -1.0,
+        cuda_graphs: bool = True,
     ) -> None:
         import torch
 
@@ -45,19 +53,24 @@ class TorchEngine:
             raise EngineError(f"torch backend: device {device!r} requested but no CUDA device is available")
         if device != "cpu" and not device.startswith("cuda"):
             raise EngineError(f"torch backend: unknown device {device!r} (use cpu, cuda or cuda:N)")
+        if precision != "fp32" and device == "cpu":
+            raise EngineError(f"torch backend: precision {precision!r} needs a CUDA device (CPU runs fp32)")
         if threads < 0:
             raise EngineError(f"torch backend: threads must be >= 0, got {threads}")
         if threads:
             torch.set_num_threads(threads)
         self._policy = TorchPolicy.from_checkpoint(model_dir, device=device, seed=seed)
-        halting = self._policy.halting
-        if halting_k_max > 0:
-            halting = dataclasses.replace(halting, k_max=halting_k_max, k_min=min(halting.k_min, halting_k_max))
-        if halting_delta >= 0.0:
-            halting = dataclasses.replace(halting, delta=halting_delta)
-        self._policy.halting = halting
+        self._policy.halting = override_halting(self._policy.halting, halting_k_max, halting_delta)
+        self._precision = precision
         self._metadata = ModelMetadata.from_model_config(self._policy.config)
+        self._graphs = None
         self._name = f"torch {device} {precision}"
+        if device.startswith("cuda") and cuda_graphs and self._policy.model.kind == "recurrent":
+            from dream_vla_ros.engines.cuda_graphs import CudaGraphDecoder
+
+            self._graphs = CudaGraphDecoder(self._policy, precision)
+            self._host = HostPipeline(self._policy.config)
+            self._name += " cuda-graphs"
 
     @property
     def name(self) -> str:
@@ -68,4 +81,11 @@ class TorchEngine:
         return self._metadata
 
     def infer(self, observation: Observation) -> ChunkPrediction:
-        return self._policy.infer(observation)
+        policy = self._policy
+        if self._graphs is not None:
+            decode = lambda inputs, seeds: self._graphs.decode(inputs, self._host.noise(seeds), policy.halting)  # noqa: E731
+            return self._host.run([observation], decode, [policy.seed])[0]
+        from dream_vla_ros.engines.cuda_graphs import autocast
+
+        with autocast(policy.device, self._precision):
+            return policy.infer(observation)

@@ -1,0 +1,42 @@
+"""``bench backends`` runs every available backend side by side and prints the documented JSON keys (a smoke test
+on the tiny preset; the figures themselves come from running the benchmark, not from tests)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+
+def test_bench_backends_json_keys(capsys):
+    import torch
+
+    from dream_vla_ros.commands import bench
+
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["backends", "--preset", "tiny", "--repeats", "2", "--samples", "1",
+                              "--parity-samples", "2", "--json"])
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(args) == 0
+    finally:
+        torch.set_num_threads(threads)
+    result = json.loads(capsys.readouterr().out)
+    assert {"backends", "ort_over_torch_cpu", "same_k_fraction"} <= set(result)
+    keys = {"available", "reason", "latency_ms_median", "latency_ms_p90", "k_mean", "max_abs_diff_vs_torch"}
+    for name, entry in result["backends"].items():
+        assert keys <= set(entry), name
+        assert entry["available"] or entry["reason"]
+    for name in ("torch_cpu_fp32", "onnxruntime_cpu_fp32", "onnxruntime_cpu_int8"):
+        entry = result["backends"][name]
+        assert entry["available"] and entry["latency_ms_median"] > 0
+        assert {"trunk", "core"} <= set(entry["stages_ms_median"])
+    assert result["backends"]["onnxruntime_cpu_fp32"]["max_abs_diff_vs_torch"] < 1e-4
+    assert result["ort_over_torch_cpu"] > 0 and result["same_k_fraction"] == 1.0
+    if not torch.cuda.is_available():
+        assert not result["backends"]["tensorrt_fp16"]["available"]
+        assert result["gpu_fastest_over_torch_eager"] is None
