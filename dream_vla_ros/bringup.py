@@ -25,6 +25,7 @@ EXECUTABLES: dict[str, str] = {
     "chunk_executor": "dream_vla_ros.nodes.executor_node",
     "composed": "dream_vla_ros.nodes.composed",
     "sim_arm": "dream_vla_ros.nodes.sim_arm_node",
+    "recorder": "dream_vla_ros.nodes.recorder_node",
 }
 
 # Fast DDS profile for camera-sized messages (16 MB shared-memory segment; see the README).

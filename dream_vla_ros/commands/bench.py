@@ -16,6 +16,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "policy": ("policy", "parameters, FLOPs and CPU latency of a policy preset"),
     "executor": ("executor", "chunk executor smoothness, tracking and cost per tick"),
     "latency": ("latency", "ROS 2 path latency: 640x480 camera -> policy node -> executor -> controller topic"),
+    "recording": ("recording", "recorder CPU and dropped messages at 2x 640x480 @ 30 Hz + 500 Hz joint states; "
+                  "dataset build throughput"),
     "backends": ("backends", "every inference backend side by side: latency, stages, k, parity to torch"),
 }
 
