@@ -35,6 +35,17 @@ def ros():
         bed.close()
 
 
+@pytest.fixture
+def one_torch_thread():
+    """torch at one intra-op thread for the test, restored afterwards (``pytest.mark.usefixtures``)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """On a failing ROS test, attach the output of its processes to the report."""

@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dream_vla_ros.benchmarks import last_json, standalone_main
+
 CAMERA_TOPIC = "/bench/camera/image_raw"
 GOAL = "pick up the block"
 STAGES = ("transport", "conversion", "preprocessing", "engine", "postprocess_publish", "chunk_transport",
@@ -208,17 +210,6 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _last_json(text: str) -> dict[str, Any]:
-    for line in reversed(text.splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                return json.loads(line)
-            except json.JSONDecodeError:
-                continue
-    return {}
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.role == "sensors":
         return _sensors(args)
@@ -271,8 +262,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rss_end = sum(_rss_kb(p.popen.pid) for p in nodes)
         executor_lines = _read_jsonl(folder / "executor.jsonl")
         group.stop()
-        controller = _last_json(group.output("controller"))
-        sensors = _last_json(group.output("sensors"))
+        controller = last_json(group.output("controller"))
+        sensors = last_json(group.output("sensors"))
     return _summarise(args, folder, executor_start, executor_lines, controller, sensors,
                       rss_start, rss_end, duration)
 
@@ -348,13 +339,8 @@ def summary(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dream-vla-ros bench latency", description=__doc__)
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    result = run(args)
-    print(json.dumps(result) if args.json or args.role else summary(result), flush=True)
-    return 0
+    return standalone_main(argv, prog="dream-vla-ros bench latency", description=__doc__,
+                           add_arguments=add_arguments, run=run, summary=summary)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dream_vla_ros.benchmarks import last_json, standalone_main
+
 JOINTS = [f"joint_{i}" for i in range(7)] + ["gripper"]
 TRAJECTORY_TOPIC = "/bench/arm_controller/joint_trajectory"
 JOINT_TOPIC = "/bench/joint_states"
@@ -265,7 +267,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 wall += shares["wall_s"]
             peak_rss = _peak_rss_mb(recorder.popen.pid)
             group.stop()
-            sent = _last_json(group.output("robot"))
+            sent = last_json(group.output("robot"))
     finally:
         if services is not None:
             services.close()
@@ -339,16 +341,6 @@ def _cpu_share(recorder_pid: int, robot_pid: int, seconds: float) -> dict[str, f
             "robot_cpu_s": _cpu_seconds(robot_pid) - start_robot}
 
 
-def _last_json(text: str) -> dict[str, Any]:
-    for line in reversed(text.splitlines()):
-        if line.strip().startswith("{"):
-            try:
-                return json.loads(line)
-            except json.JSONDecodeError:
-                continue
-    return {}
-
-
 def summary(result: dict[str, Any]) -> str:
     rec, setup = result["recording"], result["setup"]
     lines = [
@@ -370,13 +362,8 @@ def summary(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dream-vla-ros bench recording", description=__doc__)
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    result = run(args)
-    print(json.dumps(result) if args.json or args.role else summary(result), flush=True)
-    return 0
+    return standalone_main(argv, prog="dream-vla-ros bench recording", description=__doc__,
+                           add_arguments=add_arguments, run=run, summary=summary)
 
 
 if __name__ == "__main__":

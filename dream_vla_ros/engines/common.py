@@ -8,6 +8,8 @@
   actions from the iteration it stopped at: same k and same chunk as torch.
 - :func:`unmask_numpy`: the discrete decoder's confidence-ordered unmasking (``discrete_decoder.unmask``).
 - :class:`Decoded`: a batch of normalised chunks with iterations, reasons, change history and stage timings.
+- :class:`NamedEngine` / :class:`HostEngine`: the :class:`~.base.Engine` contract's boilerplate (``name``,
+  ``metadata``; ``infer`` / ``infer_batch`` over :meth:`HostPipeline.run`) for the backends.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dream_vla_ros.engines.base import ModelMetadata
 from dream_vla_ros.policy.config import HaltingConfig, ModelConfig
-from dream_vla_ros.policy.observation import ChunkPrediction, Observation
+from dream_vla_ros.policy.observation import ChunkPrediction, Observation, chunk_predictions
 
 CONVERGED = "converged"
 MAX_ITERATIONS = "max_iterations"
@@ -84,18 +87,9 @@ class HostPipeline:
     def predictions(self, inputs, decoded: Decoded, timings_ms: dict[str, float]) -> list[ChunkPrediction]:
         """Normalised chunks -> one :class:`ChunkPrediction` per sample (physical units)."""
         positions = self.normalizer.denormalize_actions(decoded.actions, inputs.proprio_raw)
-        return [
-            ChunkPrediction(
-                positions=positions[i],
-                joint_names=self.config.joint_names,
-                dt=self.config.dt,
-                stamp=float(inputs.stamps[i]),
-                iterations=int(decoded.iterations[i]),
-                halt_reason=decoded.reasons[i],
-                timings_ms=dict(timings_ms),
-            )
-            for i in range(len(decoded.reasons))
-        ]
+        return chunk_predictions(positions, joint_names=self.config.joint_names, dt=self.config.dt,
+                                 stamps=inputs.stamps, iterations=decoded.iterations, reasons=decoded.reasons,
+                                 timings_ms=timings_ms)
 
     def run(
         self, observations: Sequence[Observation], decode: Callable[..., Decoded], seeds: Sequence[int]
@@ -117,6 +111,51 @@ class HostPipeline:
         for prediction in out:
             prediction.timings_ms.update(timings)
         return out
+
+
+class NamedEngine:
+    """``name`` and ``metadata`` of the :class:`~.base.Engine` contract, from ``_name`` and ``_metadata``."""
+
+    _name: str
+    _metadata: ModelMetadata
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def metadata(self) -> ModelMetadata:
+        return self._metadata
+
+
+class HostEngine(NamedEngine):
+    """The :class:`~.base.Engine` contract of a backend whose ``decode(inputs, seeds) -> Decoded`` runs behind a
+    :class:`HostPipeline` (preprocessing, noise, post-processing on the host)."""
+
+    config: ModelConfig
+    pipeline: HostPipeline
+    halting: HaltingConfig
+    seed: int
+
+    def _init_host(self, config: ModelConfig, seed: int, halting_k_max: int, halting_delta: float) -> None:
+        """Set ``config``, ``pipeline``, ``halting`` (with the node-level overrides), ``seed`` and ``_metadata``."""
+        self.config = config
+        self.pipeline = HostPipeline(config)
+        self.halting = override_halting(config.halting, halting_k_max, halting_delta)
+        self.seed = seed
+        self._metadata = ModelMetadata.from_model_config(config)
+
+    def decode(self, inputs, seeds: Sequence[int] | None = None, halting: HaltingConfig | None = None) -> Decoded:
+        raise NotImplementedError
+
+    def infer(self, observation: Observation) -> ChunkPrediction:
+        return self.infer_batch([observation])[0]
+
+    def infer_batch(self, observations: Sequence[Observation], seeds: Sequence[int] | None = None,
+                    ) -> list[ChunkPrediction]:
+        """One chunk per observation (each sample halts on its own; the batch shares its timings)."""
+        seeds = [self.seed] * len(observations) if seeds is None else list(seeds)
+        return self.pipeline.run(observations, self.decode, seeds)
 
 
 class HaltingTracker:

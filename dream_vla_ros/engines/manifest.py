@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from dream_vla_ros.errors import ConfigError, EngineError
+from dream_vla_ros.files import sha256_file
 from dream_vla_ros.policy.config import ModelConfig, model_config_from_mapping
 
 FORMAT = "dream_vla_ros.onnx_export"
@@ -38,14 +39,6 @@ EXPORT_SUBDIR = "onnx"
 BATCH = "batch"
 
 DTYPES = ("float32", "float16", "int64", "int32", "bool")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -31,19 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from dream_vla_ros.engines.base import ModelMetadata
-from dream_vla_ros.engines.common import (
-    Decoded,
-    HaltingTracker,
-    HostPipeline,
-    dequantize,
-    override_halting,
-    unmask_numpy,
-)
+from dream_vla_ros.engines.common import Decoded, HaltingTracker, HostEngine, dequantize, unmask_numpy
 from dream_vla_ros.engines.manifest import Export, GraphSpec, check_session_io, load_export
 from dream_vla_ros.errors import EngineError
 from dream_vla_ros.policy.config import HaltingConfig
-from dream_vla_ros.policy.observation import ChunkPrediction, Observation
 
 LOG = logging.getLogger("dream_vla_ros.engines.onnxruntime")
 
@@ -73,7 +64,7 @@ def _host(value: Any) -> np.ndarray:
     return value if isinstance(value, np.ndarray) else value.numpy()
 
 
-class OnnxRuntimeEngine:
+class OnnxRuntimeEngine(HostEngine):
     """Runs an export directory (or a checkpoint directory with an ``onnx/`` export) with ONNX Runtime.
 
     device: ``cpu``, ``cuda`` or ``cuda:N`` (TensorRT EP -> CUDA EP -> CPU).
@@ -114,10 +105,8 @@ class OnnxRuntimeEngine:
             raise EngineError("onnxruntime backend: threads must be >= 0 and check_every >= 1")
         self._ort = ort
         self.export = load_export(model_dir)
-        self.config = self.export.config
-        self.pipeline = HostPipeline(self.config)
-        self.halting: HaltingConfig = override_halting(self.config.halting, halting_k_max, halting_delta)
-        self.seed, self.check_every, self.precision = seed, check_every, precision
+        self._init_host(self.export.config, seed, halting_k_max, halting_delta)
+        self.check_every, self.precision = check_every, precision
         encode_role = "encode_int8" if precision == "int8" else "encode"
         encode_spec = self.export.graph(encode_role, "export with --int8-encoder" if precision == "int8" else "")
         step_spec = self.export.graph("step")
@@ -153,7 +142,6 @@ class OnnxRuntimeEngine:
         if precision == "int8":
             LOG.info("int8 encoder accuracy vs fp32 (measured at export): %s", encode_spec.notes.get("accuracy"))
         self._name = name
-        self._metadata = ModelMetadata.from_model_config(self.config)
         self._io = {id(s): ([i.name for i in s.get_inputs()], [o.name for o in s.get_outputs()])
                     for s in (self._encode, self._step)}
         self._step_inputs = self._io[id(self._step)][0]
@@ -212,24 +200,6 @@ class OnnxRuntimeEngine:
 
         check_session_io(spec, described(session.get_inputs()), described(session.get_outputs()), str(path))
         return session
-
-    # -- Engine contract -------------------------------------------------------------------------------------
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def metadata(self) -> ModelMetadata:
-        return self._metadata
-
-    def infer(self, observation: Observation) -> ChunkPrediction:
-        return self.infer_batch([observation])[0]
-
-    def infer_batch(self, observations: Sequence[Observation], seeds: Sequence[int] | None = None,
-                    ) -> list[ChunkPrediction]:
-        """One chunk per observation (each sample halts on its own; the batch shares its timings)."""
-        seeds = [self.seed] * len(observations) if seeds is None else list(seeds)
-        return self.pipeline.run(observations, self.decode, seeds)
 
     # -- decoding --------------------------------------------------------------------------------------------
     def _value(self, array: np.ndarray):

@@ -39,20 +39,11 @@ from typing import Any
 import numpy as np
 
 from dream_vla_ros.engines import trt_ops
-from dream_vla_ros.engines.base import ModelMetadata
-from dream_vla_ros.engines.common import (
-    Decoded,
-    HaltingTracker,
-    HostPipeline,
-    dequantize,
-    override_halting,
-    unmask_numpy,
-)
+from dream_vla_ros.engines.common import Decoded, HaltingTracker, HostEngine, dequantize, unmask_numpy
 from dream_vla_ros.engines.engine_cache import CacheEntry, CacheKey, EngineCache, make_key
 from dream_vla_ros.engines.manifest import Export, GraphSpec, load_export
 from dream_vla_ros.errors import EngineError
 from dream_vla_ros.policy.config import HaltingConfig
-from dream_vla_ros.policy.observation import ChunkPrediction, Observation
 
 LOG = logging.getLogger("dream_vla_ros.engines.tensorrt")
 
@@ -310,7 +301,7 @@ class _TrtGraph:
             raise EngineError(f"TensorRT execution of {self.spec.role} failed")
 
 
-class TensorRtEngine:
+class TensorRtEngine(HostEngine):
     """Runs an export directory's graphs as TensorRT engines (see the module doc).
 
     device: ``cuda`` or ``cuda:N``. precision: ``fp16`` (default) or ``fp32``.
@@ -353,31 +344,12 @@ class TensorRtEngine:
         with torch.cuda.device(self._device):
             self._graphs = {r: _TrtGraph(trt, torch, self._runtime, entries[r], self.export.graph(r)) for r in entries}
             self._stream = torch.cuda.Stream(self._device)
-        self.config = self.export.config
-        self.pipeline = HostPipeline(self.config)
-        self.halting: HaltingConfig = override_halting(self.config.halting, halting_k_max, halting_delta)
-        self.seed, self.check_every = seed, check_every
+        self._init_host(self.export.config, seed, halting_k_max, halting_delta)
+        self.check_every = check_every
         self._buffers: dict[int, dict[str, Any]] = {}
         self._allocate(self.export.batch.opt)
-        self._metadata = ModelMetadata.from_model_config(self.config)
         self._name = f"tensorrt {trt.__version__} {precision} {gpu} (sm {capability})"
         LOG.info("%s: engines %s", self._name, ", ".join(str(e.plan) for e in entries.values()))
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def metadata(self) -> ModelMetadata:
-        return self._metadata
-
-    def infer(self, observation: Observation) -> ChunkPrediction:
-        return self.infer_batch([observation])[0]
-
-    def infer_batch(self, observations: Sequence[Observation], seeds: Sequence[int] | None = None,
-                    ) -> list[ChunkPrediction]:
-        seeds = [self.seed] * len(observations) if seeds is None else list(seeds)
-        return self.pipeline.run(observations, self.decode, seeds)
 
     # -- buffers ---------------------------------------------------------------------------------------------
     def _allocate(self, batch: int) -> dict[str, Any]:

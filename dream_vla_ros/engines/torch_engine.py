@@ -10,14 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from dream_vla_ros.engines.base import ModelMetadata
-from dream_vla_ros.engines.common import HostPipeline, override_halting
+from dream_vla_ros.engines.common import HostPipeline, NamedEngine, override_halting
 from dream_vla_ros.errors import EngineError
 from dream_vla_ros.policy.observation import ChunkPrediction, Observation
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 
 
-class TorchEngine:
+class TorchEngine(NamedEngine):
     """Runs a checkpoint directory with torch.
 
     device: ``cpu``, ``cuda`` or ``cuda:N``.
@@ -71,14 +71,6 @@ class TorchEngine:
             self._graphs = CudaGraphDecoder(self._policy, precision)
             self._host = HostPipeline(self._policy.config)
             self._name += " cuda-graphs"
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def metadata(self) -> ModelMetadata:
-        return self._metadata
 
     def infer(self, observation: Observation) -> ChunkPrediction:
         policy = self._policy

@@ -23,6 +23,7 @@ import torch
 from dream_vla_ros import __version__
 from dream_vla_ros.configuration import to_mapping
 from dream_vla_ros.errors import CheckpointError, ConfigError
+from dream_vla_ros.files import sha256_file
 from dream_vla_ros.policy.config import ModelConfig, model_config_from_mapping, read_checkpoint_config
 from dream_vla_ros.policy.model import VlaModel, build_model, count_parameters
 
@@ -31,14 +32,6 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "MODEL_CARD.md"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -164,7 +157,7 @@ def _read_weights(path: Path, sha256: str) -> dict[str, torch.Tensor]:
 
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file missing")
-    actual = _sha256(path)
+    actual = sha256_file(path)
     if actual != sha256:
         raise CheckpointError(
             f"{path}: sha256 mismatch (file {actual[:12]}..., config.json {sha256[:12]}...): corrupted or replaced"

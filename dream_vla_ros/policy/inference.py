@@ -33,7 +33,7 @@ from dream_vla_ros.policy.model import (
     VlaModel,
 )
 from dream_vla_ros.policy.normalization import Normalizer
-from dream_vla_ros.policy.observation import ChunkPrediction, Observation
+from dream_vla_ros.policy.observation import ChunkPrediction, Observation, chunk_predictions
 from dream_vla_ros.policy.preprocess import ModelInputs, prepare_inputs, scratchpad_noise
 from dream_vla_ros.policy.tokenizer import ByteTokenizer
 
@@ -164,18 +164,9 @@ class TorchPolicy:
             "postprocess": (t3 - t2) * 1e3,
             "total": (t3 - t0) * 1e3,
         }
-        return [
-            ChunkPrediction(
-                positions=positions[i],
-                joint_names=self.config.joint_names,
-                dt=self.config.dt,
-                stamp=float(inputs.stamps[i]),
-                iterations=int(out.iterations[i]),
-                halt_reason=out.reasons[i],
-                timings_ms=dict(timings),
-            )
-            for i in range(len(observations))
-        ]
+        return chunk_predictions(positions, joint_names=self.config.joint_names, dt=self.config.dt,
+                                 stamps=inputs.stamps, iterations=out.iterations, reasons=out.reasons,
+                                 timings_ms=timings)
 
     def infer(
         self, observation: Observation, *, seed: int | None = None, halting: HaltingConfig | None = None

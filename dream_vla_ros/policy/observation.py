@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,3 +42,32 @@ class ChunkPrediction:
     iterations: int
     halt_reason: str
     timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def chunk_predictions(
+    positions: np.ndarray,
+    *,
+    joint_names: tuple[str, ...],
+    dt: float,
+    stamps: np.ndarray,
+    iterations: np.ndarray,
+    reasons: Sequence[str],
+    timings_ms: dict[str, float],
+) -> list[ChunkPrediction]:
+    """A decoded batch -> one :class:`ChunkPrediction` per sample.
+
+    positions: [B, H, J] in physical units; stamps, iterations: [B]; reasons: B strings; every prediction gets
+    its own copy of ``timings_ms`` (the batch's stage timings).
+    """
+    return [
+        ChunkPrediction(
+            positions=positions[i],
+            joint_names=joint_names,
+            dt=dt,
+            stamp=float(stamps[i]),
+            iterations=int(iterations[i]),
+            halt_reason=reasons[i],
+            timings_ms=dict(timings_ms),
+        )
+        for i in range(len(reasons))
+    ]

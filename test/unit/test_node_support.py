@@ -102,6 +102,8 @@ def test_worker_runs_one_job_at_a_time_and_survives_errors():
 
 # -- configs and parameters ----------------------------------------------------------------------------------
 def test_every_node_parameter_has_a_ros_type_and_a_description():
+    import typing
+
     params = pytest.importorskip("dream_vla_ros.nodes.params")
     from dream_vla_ros.nodes.executor_config import ExecutorNodeConfig
 
@@ -109,7 +111,11 @@ def test_every_node_parameter_has_a_ros_type_and_a_description():
         for name, annotation in field_types(cls).items():
             params.parameter_type(annotation)
             if not name.startswith("chunking."):
-                assert params._field_docs(cls).get(name), f"{cls.__name__}.{name} is not documented"
+                *parents, leaf = name.split(".")  # nested configs document their own fields (as declare reads them)
+                owner = cls
+                for part in parents:
+                    owner = typing.get_type_hints(owner)[part]
+                assert params._field_docs(owner).get(leaf), f"{cls.__name__}.{name} is not documented"
     defaults = params._defaults(ExecutorNodeConfig)
     assert defaults["chunking.control_period"] == 0.01 and "chunking.joint_names" in defaults
 
@@ -221,7 +227,7 @@ def test_loader_refuses_unknown_backends_and_missing_models(tmp_path):
         load_engine("")
     with pytest.raises(CheckpointError, match="not found"):
         load_engine(tmp_path / "nothing")
-    with pytest.raises(EngineError, match="unknown backend 'tensorflow'; available: torch"):
+    with pytest.raises(EngineError, match="unknown backend 'tensorflow'; available: onnxruntime, tensorrt, torch"):
         load_engine(tmp_path, "tensorflow")
     with pytest.raises(EngineError, match="unavailable"):
         load_engine(tmp_path, "no_such_module:Engine")

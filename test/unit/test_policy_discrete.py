@@ -18,15 +18,9 @@ from dream_vla_ros.policy.model import build_model
 from dream_vla_ros.policy.objectives import MaskedDiffusionObjective, collate
 from dream_vla_ros.policy.synthetic import fit, synthetic_samples
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CONFIG = with_decoder_kind(preset("tiny"), "discrete")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @settings(max_examples=40, deadline=None)

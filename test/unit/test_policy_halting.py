@@ -16,6 +16,8 @@ from dream_vla_ros.policy.inference import TorchPolicy
 from dream_vla_ros.policy.model import build_model
 from dream_vla_ros.policy.synthetic import fit, synthetic_samples
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def test_loop_freezes_finished_samples_and_reports_why() -> None:
     rates = torch.tensor([0.1, 0.5, 0.9])
@@ -53,14 +55,6 @@ def trained() -> tuple[TorchPolicy, list]:
     torch.set_num_threads(threads)
     observations = [s.observation() for s in synthetic_samples(config, 8, np.random.default_rng(1))]
     return TorchPolicy(model.eval()), observations
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _first_halt(changes: np.ndarray, delta: float, k_min: int) -> list[int]:

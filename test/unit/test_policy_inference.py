@@ -21,13 +21,7 @@ from dream_vla_ros.policy.normalization import fit_normalization
 from dream_vla_ros.policy.observation import ChunkPrediction, Observation
 from dream_vla_ros.policy.synthetic import synthetic_samples
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _delta_config():

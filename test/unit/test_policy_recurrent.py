@@ -22,13 +22,7 @@ from dream_vla_ros.policy.objectives import (
 )
 from dream_vla_ros.policy.synthetic import fit, synthetic_samples
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model_and_batch(size: int = 4, seed: int = 0) -> tuple[VlaModel, TrainingBatch]:
