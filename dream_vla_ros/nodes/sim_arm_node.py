@@ -17,6 +17,19 @@ Interfaces (names relative to the node's namespace; ``~`` = the node's name, ``s
   ``interpolate_from_desired_state``), linear interpolation for positions only, cubic with velocities,
   hold after the last point. The controller is sampled every physics step (80 Hz) at the end time of the
   step, so a trajectory whose points lie on the 12.5 ms grid is reproduced exactly;
+- when ``control_msgs`` is importable: the action server ``<controller>/follow_joint_trajectory``
+  (control_msgs/action/FollowJointTrajectory) with the JTC's semantics. A goal is validated like a topic
+  message (an invalid one, or any goal while the controller is inactive during a reset, is **rejected**); an
+  accepted goal preempts the active one (which ends ABORTED with ``INVALID_GOAL``, "Current goal cancelled due
+  to new incoming action.") and its trajectory goes through the same follower as the topic's messages. While it
+  runs, feedback (``desired``, ``actual``, ``error``) is published every physics step and the tolerances of
+  :mod:`dream_vla_ros.sim.goal_tolerances` are checked against whatever trajectory runs: path tolerance before
+  the last point (``PATH_TOLERANCE_VIOLATED``: abort, the arm holds where it is), goal tolerance after it
+  (success, or ``GOAL_TOLERANCE_VIOLATED`` once ``goal_time_tolerance`` has passed). A cancel request holds the
+  commanded position and ends the goal CANCELED; a reset ends the active goal ABORTED (``INVALID_GOAL``,
+  "Current goal cancelled during deactivate transition."), like a controller switch. (The JTC ends a
+  preempted goal *canceled*; rclpy cannot cancel a goal nobody asked to cancel, so here it is *aborted* with
+  the JTC's error code and text.);
 - publishes ``~/success`` (std_msgs/Bool, reliable, transient local): false at each reset, true once the
   task is solved (Meta-World's success, latched for the episode);
 - publishes ``~/episode`` (std_msgs/String, one JSON object per event, reliable, transient local, keep last
@@ -63,7 +76,7 @@ from typing import Any
 
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
@@ -77,6 +90,7 @@ from dream_vla_ros.nodes.conversions import duration_to_seconds, rgb_to_image, s
 from dream_vla_ros.nodes.diagnostics import Diagnostics
 from dream_vla_ros.nodes.health import RateMeter, cause_key
 from dream_vla_ros.nodes.sim_arm_config import EPISODE_PARAMETERS, SimArmNodeConfig
+from dream_vla_ros.sim.goal_tolerances import INVALID_GOAL, ControllerConstraints, GoalMonitor
 
 NODE_NAME = "sim_arm"
 
@@ -126,6 +140,33 @@ class _Episode:
     finished: bool = False
 
 
+class _ServerGoal:
+    """An accepted FollowJointTrajectory goal: resolved once (by the simulation thread, or by preemption)."""
+
+    def __init__(self, handle: Any, names: list[str], stamp: float, points: list[Any], monitor: GoalMonitor) -> None:
+        self.handle, self.names, self.stamp, self.points, self.monitor = handle, names, stamp, points, monitor
+        self.done = threading.Event()
+        self.outcome: tuple[str, int, str] | None = None
+        self._lock = threading.Lock()
+
+    def resolve(self, status: str, code: int, text: str) -> bool:
+        with self._lock:
+            if self.outcome is not None:
+                return False
+            self.outcome = (status, code, text)
+        self.done.set()
+        return True
+
+    @property
+    def resolved(self) -> bool:
+        return self.outcome is not None
+
+
+PREEMPTED = "Current goal cancelled due to new incoming action."
+DEACTIVATED = "Current goal cancelled during deactivate transition."
+NOT_RUNNING = "Can't accept new action goals. Controller is not running."
+
+
 class SimArmNode(Node):
     """See the module docstring."""
 
@@ -142,7 +183,7 @@ class SimArmNode(Node):
             )
         self._lock = threading.Lock()
         self._choice = {name: getattr(config, name) for name in EPISODE_PARAMETERS}
-        self._pending: list[tuple[list[str], float, list[Any]]] = []
+        self._pending: list[tuple[list[str], float, list[Any], _ServerGoal | None]] = []
         self._reset_request: _ResetRequest | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -155,6 +196,11 @@ class SimArmNode(Node):
         self._physics_rate = RateMeter()
         self._camera_rate = RateMeter()
         self._follower_counts: dict[str, Any] = {"accepted": 0, "rejected": {}}
+        self._sim_time = 0.0
+        self._active_goal: _ServerGoal | None = None
+        self._goals: dict[bytes, _ServerGoal] = {}
+        self._action_counts = {"goals_accepted": 0, "goals_rejected": 0, "goals_succeeded": 0, "goals_aborted": 0,
+                               "goals_preempted": 0, "goals_canceled": 0}
 
         io_group = MutuallyExclusiveCallbackGroup()
         reset_group = MutuallyExclusiveCallbackGroup()
@@ -171,14 +217,19 @@ class SimArmNode(Node):
         self.create_subscription(JointTrajectory, config.trajectory_topic, self._on_trajectory, TRAJECTORY_QOS,
                                  callback_group=io_group)
         self.create_service(Trigger, "~/reset", self._on_reset, callback_group=reset_group)
+        self._action_server = self._create_action_server()
+        # Goals wait in their execute callbacks (one thread each while they run, briefly two at a preemption).
+        self.executor_threads = 4 if self._action_server is not None else 2
         self.diagnostics = Diagnostics(self, self._diagnostic_values, config.diagnostics_period,
                                        callback_group=io_group)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         clock = "/clock (sim time)" if self.use_sim_time else "the wall clock"
+        action = (f" and {self.resolve_topic_name(config.action_name)}" if self._action_server is not None
+                  else " (no control_msgs: no follow_joint_trajectory action)")
         self.get_logger().info(
             f"simulated arm: {config.camera} camera {config.width}x{config.height} at {config.camera_rate:g} Hz "
             f"on {self.resolve_topic_name(config.camera_topic)}, joint states at {config.joint_state_rate:g} Hz, "
-            f"controller on {self.resolve_topic_name(config.trajectory_topic)}, paced to {clock}"
+            f"controller on {self.resolve_topic_name(config.trajectory_topic)}{action}, paced to {clock}"
         )
 
     # -- lifetime --------------------------------------------------------------------------------------------
@@ -219,10 +270,11 @@ class SimArmNode(Node):
         return SetParametersResult(successful=True)
 
     # -- interfaces ------------------------------------------------------------------------------------------
-    def _on_trajectory(self, msg: JointTrajectory) -> None:
+    @staticmethod
+    def _points(msg: JointTrajectory) -> list[Any]:
         from dream_vla_ros.sim.trajectory_follower import TrajectoryPoint
 
-        points = [
+        return [
             TrajectoryPoint(
                 duration_to_seconds(p.time_from_start),
                 np.asarray(p.positions, dtype=np.float64),
@@ -230,9 +282,103 @@ class SimArmNode(Node):
             )
             for p in msg.points
         ]
+
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        points = self._points(msg)
         with self._lock:
-            self._pending.append((list(msg.joint_names), stamp_to_seconds(msg.header.stamp), points))
+            self._pending.append((list(msg.joint_names), stamp_to_seconds(msg.header.stamp), points, None))
             self._counts["trajectories_received"] += 1
+
+    # -- FollowJointTrajectory -------------------------------------------------------------------------------
+    def _create_action_server(self):
+        """The action server, or None when control_msgs is not importable (the topic interface remains)."""
+        try:
+            from control_msgs.action import FollowJointTrajectory
+        except ImportError:
+            return None
+        from rclpy.action import ActionServer, CancelResponse
+
+        from dream_vla_ros.sim.joint_arm import JOINT_NAMES
+        from dream_vla_ros.sim.trajectory_follower import TrajectoryFollower
+
+        self._action_type = FollowJointTrajectory
+        self._validator = TrajectoryFollower(JOINT_NAMES)
+        self._constraints = ControllerConstraints(self.config.stopped_velocity_tolerance, self.config.goal_time)
+        return ActionServer(
+            self, FollowJointTrajectory, self.config.action_name, execute_callback=self._execute_goal,
+            goal_callback=self._on_goal_request, handle_accepted_callback=self._on_goal_accepted,
+            cancel_callback=lambda _: CancelResponse.ACCEPT, callback_group=ReentrantCallbackGroup(),
+        )
+
+    def _reject_goal(self, reason: str):
+        from rclpy.action import GoalResponse
+
+        with self._lock:
+            self._action_counts["goals_rejected"] += 1
+        self.diagnostics.report("action", cause_key(reason), f"goal rejected: {reason}", level="warn")
+        return GoalResponse.REJECT
+
+    def _on_goal_request(self, goal):
+        from rclpy.action import GoalResponse
+
+        with self._lock:
+            active, now = self._status.get("state") == ACTIVE, self._sim_time
+        if not active:
+            return self._reject_goal(NOT_RUNNING)
+        if len(goal.multi_dof_trajectory.joint_names):
+            return self._reject_goal("multi-DOF trajectories are not supported")
+        trajectory = goal.trajectory
+        reason = self._validator.check(list(trajectory.joint_names), stamp_to_seconds(trajectory.header.stamp),
+                                       self._points(trajectory), now)
+        if reason:
+            return self._reject_goal(reason)
+        return GoalResponse.ACCEPT
+
+    def _on_goal_accepted(self, handle) -> None:
+        request = handle.request
+        trajectory = request.trajectory
+        entries = {"path": request.path_tolerance, "goal": request.goal_tolerance}
+        tolerances = {k: [(t.name, float(t.position), float(t.velocity)) for t in v] for k, v in entries.items()}
+        monitor = GoalMonitor(self._validator.joint_names, tolerances["path"], tolerances["goal"],
+                              duration_to_seconds(request.goal_time_tolerance), self._constraints)
+        goal = _ServerGoal(handle, list(trajectory.joint_names), stamp_to_seconds(trajectory.header.stamp),
+                           self._points(trajectory), monitor)
+        with self._lock:
+            previous, self._active_goal = self._active_goal, goal
+            self._goals[bytes(handle.goal_id.uuid)] = goal
+            self._pending.append((goal.names, goal.stamp, goal.points, goal))
+            self._action_counts["goals_accepted"] += 1
+        if previous is not None and previous.resolve("aborted", INVALID_GOAL, PREEMPTED):
+            with self._lock:
+                self._action_counts["goals_preempted"] += 1
+        handle.execute()
+
+    def _execute_goal(self, handle):
+        with self._lock:
+            goal = self._goals.get(bytes(handle.goal_id.uuid))
+        while goal is not None and not goal.done.wait(0.05):
+            if self._stop.is_set() or self._failed or not self.context.ok():
+                goal.resolve("aborted", INVALID_GOAL, "the simulated arm is shutting down")
+        with self._lock:
+            self._goals.pop(bytes(handle.goal_id.uuid), None)
+            if self._active_goal is goal:
+                self._active_goal = None
+        status, code, text = goal.outcome if goal is not None else ("aborted", INVALID_GOAL, "unknown goal")
+        try:
+            if status == "succeeded":
+                handle.succeed()
+            elif status == "canceled" and handle.is_cancel_requested:
+                handle.canceled()
+            else:
+                handle.abort()
+        except Exception:  # the action server is being destroyed (shutdown): nothing to tell anyone
+            if not self._stop.is_set() and self.context.ok():
+                raise
+        if status != "aborted" or text != PREEMPTED:
+            key = {"succeeded": "goals_succeeded", "canceled": "goals_canceled"}.get(status, "goals_aborted")
+            with self._lock:
+                self._action_counts[key] += 1
+        return self._action_type.Result(error_code=code, error_string=text)
 
     def _on_reset(self, request, response):
         # Building a task's scene takes up to ~2 s on a loaded machine; two pauses follow.
@@ -293,6 +439,9 @@ class SimArmNode(Node):
         values["trajectories accepted"] = follower["accepted"]
         for reason, count in follower["rejected"].items():
             values[f"trajectories rejected ({reason})"] = count
+        if self._action_server is not None:
+            with self._lock:
+                values.update(self._action_counts)
         if step_ms:
             values["step ms (median)"] = float(np.median(step_ms))
         if render_ms:
@@ -329,6 +478,8 @@ class _SimulationLoop:
         self.joint_msg = JointState(name=list(JOINT_NAMES))
         self.logged_rejections: set[str] = set()
         self.lag_events_at_start = 0
+        self.goal: _ServerGoal | None = None  # the goal whose trajectory the controller runs (action interface)
+        self.feedback = None
         # Pacing: tick k has ROS time time_anchor + (k - k_anchor) * dt and is due at wall time
         # wall_anchor + (k - k_anchor) * dt / real_time_factor.
         self.k = 0
@@ -372,6 +523,8 @@ class _SimulationLoop:
         if request is not None:
             self.begin_reset(request)
         t = self.now()
+        with node._lock:
+            node._sim_time = t
         if node._clock_pub is not None:
             node._clock_pub.publish(node._clock_type(clock=seconds_to_stamp(t)))
         if self.phase == OFFLINE:
@@ -388,8 +541,10 @@ class _SimulationLoop:
         else:
             self.receive(pending, t)
         started = time.perf_counter()
-        target, _ = self.follower.sample(t + self.dt)
+        target, target_velocity = self.follower.sample(t + self.dt)
         self.state = self.arm.step(target)
+        if self.goal is not None:
+            self.monitor_goal(t + self.dt, target, target_velocity)
         step_ms = (time.perf_counter() - started) * 1e3
         node._physics_rate.tick(time.monotonic())
         with node._lock:
@@ -403,6 +558,11 @@ class _SimulationLoop:
 
         self.reset_request = request
         self.phase = OFFLINE
+        with self.node._lock:
+            goal, self.node._active_goal = self.node._active_goal, None
+        for running in {g for g in (goal, self.goal) if g is not None}:
+            running.resolve("aborted", INVALID_GOAL, DEACTIVATED)
+        self.goal = None
         self.state = self.arm.reset(request.task, request.seed)
         self.follower.hold(self.arm.joint_targets())
         self.arm.render()  # builds the renderer on the first reset, so the first frame is not late
@@ -444,18 +604,68 @@ class _SimulationLoop:
         if pending:
             with self.node._lock:
                 self.node._counts["trajectories_ignored_inactive"] += len(pending)
+            for *_, goal in pending:
+                if goal is not None:
+                    goal.resolve("aborted", INVALID_GOAL, DEACTIVATED)
 
     def receive(self, pending: list, t: float) -> None:
         if not pending:
             return
         follower, state = self.follower, self.state
-        for names, stamp, points in pending:
+        for names, stamp, points, goal in pending:
+            if goal is not None and goal.resolved:
+                continue  # preempted before it reached the controller
             reason = follower.receive(names, stamp, points, t, state.positions, state.velocities)
             if reason and reason not in self.logged_rejections:
                 self.logged_rejections.add(reason)
                 self.node.get_logger().warning(f"trajectory rejected: {reason} (the previous one keeps running)")
+            if goal is not None:
+                if reason:
+                    goal.resolve("aborted", INVALID_GOAL, reason)
+                else:
+                    self.goal = goal
         with self.node._lock:
             self.node._follower_counts = {"accepted": follower.accepted, "rejected": dict(follower.rejected)}
+
+    def monitor_goal(self, t: float, desired_q: np.ndarray, desired_v: np.ndarray) -> None:
+        """Feedback and the tolerance checks of the running goal at controller time ``t`` (after the step)."""
+        goal, state, follower = self.goal, self.state, self.follower
+        if goal.resolved:
+            self.goal = None
+            return
+        if goal.handle.is_cancel_requested:
+            follower.hold(follower.sample(t)[0])
+            goal.resolve("canceled", 0, "Goal canceled by the client")
+            self.goal = None
+            return
+        self.publish_feedback(goal, desired_q, desired_v, t)
+        end = follower.end_time()
+        outcome = goal.monitor.update(t, -np.inf if end is None else end, desired_q, desired_v,
+                                      state.positions, state.velocities)
+        if outcome is None:
+            return
+        if outcome.status == "aborted":
+            follower.hold(state.positions)  # the JTC holds where the arm is
+            self.node.get_logger().warning(f"goal aborted: {outcome.error_string}")
+        goal.resolve(outcome.status, outcome.error_code, outcome.error_string)
+        self.goal = None
+
+    def publish_feedback(self, goal: _ServerGoal, desired_q: np.ndarray, desired_v: np.ndarray, t: float) -> None:
+        from trajectory_msgs.msg import JointTrajectoryPoint
+
+        if self.feedback is None:
+            self.feedback = self.node._action_type.Feedback(joint_names=list(self.follower.joint_names))
+        feedback, state = self.feedback, self.state
+        feedback.header.stamp = seconds_to_stamp(t)
+        feedback.desired = JointTrajectoryPoint(positions=desired_q.tolist(), velocities=desired_v.tolist())
+        feedback.actual = JointTrajectoryPoint(positions=state.positions.tolist(),
+                                               velocities=state.velocities.tolist())
+        feedback.error = JointTrajectoryPoint(positions=(desired_q - state.positions).tolist(),
+                                              velocities=(desired_v - state.velocities).tolist())
+        try:
+            goal.handle.publish_feedback(feedback)
+        except Exception:  # noqa: BLE001 - the goal ended meanwhile (preempted in another thread)
+            return
 
     def publish_state(self, t: float) -> None:
         node, state = self.node, self.state

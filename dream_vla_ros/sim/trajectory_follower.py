@@ -61,6 +61,53 @@ class TrajectoryFollower:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
         return reason
 
+    def check(
+        self, joint_names: tuple[str, ...] | list[str], stamp: float, points: list[TrajectoryPoint], now: float
+    ) -> str:
+        """The reason ``receive`` would reject this trajectory at ``now`` ("" = acceptable); counts nothing.
+        (The action interface decides with it whether to accept a goal, as the JTC's goal callback does.)"""
+        return self._validate(joint_names, stamp, points, now)[0]
+
+    def _validate(self, joint_names, stamp: float, points: list[TrajectoryPoint], now: float):
+        """(reason, times, positions, velocities) with positions/velocities in the controller's joint order."""
+        if not points:
+            return "empty trajectory", None, None, None
+        names = tuple(joint_names)
+        if len(set(names)) != len(names):
+            return "duplicate joint names", None, None, None
+        unknown = [n for n in names if n not in self.joint_names]
+        if unknown:
+            return f"joints not in this controller: {', '.join(unknown)}", None, None, None
+        if set(names) != set(self.joint_names):
+            return "partial joint goals are not allowed", None, None, None
+        order = [names.index(n) for n in self.joint_names]
+        times = np.array([p.time_from_start for p in points], dtype=float)
+        if np.any(np.diff(times) <= 0) or times[0] < 0:
+            return "time_from_start must be strictly increasing and >= 0", None, None, None
+        has_velocities = points[0].velocities is not None and len(points[0].velocities) > 0
+        positions, velocities = [], []
+        for point in points:
+            if len(point.positions) != len(names):
+                return "positions size does not match joint_names", None, None, None
+            point_has_velocities = point.velocities is not None and len(point.velocities) > 0
+            if point_has_velocities != has_velocities:
+                return "velocities given for some points only", None, None, None
+            if has_velocities and len(point.velocities) != len(names):
+                return "velocities size does not match joint_names", None, None, None
+            positions.append(np.asarray(point.positions, dtype=float)[order])
+            if has_velocities:
+                velocities.append(np.asarray(point.velocities, dtype=float)[order])
+        positions_arr = np.array(positions)
+        velocities_arr = np.array(velocities) if has_velocities else None
+        if not np.all(np.isfinite(positions_arr)) or (
+            velocities_arr is not None and not np.all(np.isfinite(velocities_arr))
+        ):
+            return "non-finite values", None, None, None
+        start = now if stamp == 0.0 else stamp
+        if start + times[-1] < now:
+            return "trajectory ends in the past", None, None, None
+        return "", times, positions_arr, velocities_arr
+
     def receive(
         self,
         joint_names: tuple[str, ...] | list[str],
@@ -71,42 +118,10 @@ class TrajectoryFollower:
         measured_velocities: np.ndarray,
     ) -> str:
         """Take a trajectory message received at ``now``; return "" if accepted, else the rejection reason."""
-        if not points:
-            return self._reject("empty trajectory")
-        names = tuple(joint_names)
-        if len(set(names)) != len(names):
-            return self._reject("duplicate joint names")
-        unknown = [n for n in names if n not in self.joint_names]
-        if unknown:
-            return self._reject(f"joints not in this controller: {', '.join(unknown)}")
-        if set(names) != set(self.joint_names):
-            return self._reject("partial joint goals are not allowed")
-        order = [names.index(n) for n in self.joint_names]
-        times = np.array([p.time_from_start for p in points], dtype=float)
-        if np.any(np.diff(times) <= 0) or times[0] < 0:
-            return self._reject("time_from_start must be strictly increasing and >= 0")
-        has_velocities = points[0].velocities is not None and len(points[0].velocities) > 0
-        positions, velocities = [], []
-        for point in points:
-            if len(point.positions) != len(names):
-                return self._reject("positions size does not match joint_names")
-            point_has_velocities = point.velocities is not None and len(point.velocities) > 0
-            if point_has_velocities != has_velocities:
-                return self._reject("velocities given for some points only")
-            if has_velocities and len(point.velocities) != len(names):
-                return self._reject("velocities size does not match joint_names")
-            positions.append(np.asarray(point.positions, dtype=float)[order])
-            if has_velocities:
-                velocities.append(np.asarray(point.velocities, dtype=float)[order])
-        positions_arr = np.array(positions)
-        velocities_arr = np.array(velocities) if has_velocities else None
-        if not np.all(np.isfinite(positions_arr)) or (
-            velocities_arr is not None and not np.all(np.isfinite(velocities_arr))
-        ):
-            return self._reject("non-finite values")
+        reason, times, positions_arr, velocities_arr = self._validate(joint_names, stamp, points, now)
+        if reason:
+            return self._reject(reason)
         start = now if stamp == 0.0 else stamp
-        if start + times[-1] < now:
-            return self._reject("trajectory ends in the past")
         if self.interpolate_from_desired_state and (self._active is not None or self._hold_position is not None):
             before_pos, before_vel = self.sample(start)
         else:

@@ -9,6 +9,13 @@ Protocol (``dream-vla-ros eval``):
 - episode ``i`` of every task uses seed ``seed + i`` (default ``seed`` 100000: the demonstrations of
   ``dream-vla-ros collect`` use seeds below ``episodes_per_task * max_attempts``, so evaluation scenes never
   were training scenes) and phrasing ``i`` (cycling) of the chosen split (``train`` or ``heldout``);
+- ``--controller-interface`` chooses how the executor commands the arm: ``topic`` (JointTrajectory on
+  ``/arm_controller/joint_trajectory``), ``action`` (FollowJointTrajectory goals to the arm's action server)
+  or ``servo`` (JointJog velocities to a JointJog integrator that stands in for MoveIt Servo, started as an
+  extra process: ``dream_vla_ros/nodes/jog_integrator_node.py``). ``action`` and ``servo`` need
+  ``control_msgs`` importable (here: ``eval "$(python test/control_msgs_build.py --exports)"``), and use the
+  hand-over protocol around each reset: the executor is paused before ``/sim_arm/reset`` (which switches the
+  controller off and on, ending its goal) and activated after it, so it restarts from the new measured state;
 - per episode: an empty goal stops the policy, ``/sim_arm/reset`` starts the seeded episode and answers its
   instruction, the instruction is published as the goal, and the episode ends at the arm's ``success`` event
   or its ``truncated`` event (``max_steps`` physics steps of 12.5 ms after the controller became active,
@@ -37,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -58,7 +66,8 @@ from dream_vla_ros.errors import ConfigError, DreamVlaError
 from dream_vla_ros.sim.tasks import MT10, PHRASING_SPLITS
 
 DEFAULT_SEED = 100_000
-CONTROLLER_INTERFACES = ("topic",)
+CONTROLLER_INTERFACES = ("topic", "action", "servo")  # chunk_executor.controller_interface
+JOG_INTEGRATOR = "dream_vla_ros.nodes.jog_integrator_node"
 EXPERT_GOAL = 0.95
 POLICY_READY = "active: answering chunk requests"
 POLICY_FAILED = "configure failed"
@@ -109,8 +118,9 @@ class EvalConfig:
     model: model directory or shipped model name (unused with ``expert``).
     tasks: task names; episodes: episodes per task; seed: seed of episode 0 (episode i uses seed + i).
     phrasings: instruction split, train or heldout.
-    controller_interface: how the executor commands the arm; only ``topic`` (JointTrajectory on
-        /<controller>/joint_trajectory) exists.
+    controller_interface: how the executor commands the arm: ``topic`` (JointTrajectory on
+        /<controller>/joint_trajectory), ``action`` (FollowJointTrajectory) or ``servo`` (JointJog through a
+        Servo stand-in); see the module docstring.
     config: params file (name under config/ or a path) describing the graph.
     max_steps: physics steps per episode (12.5 ms each) after the controller is active.
     threads: CPU threads of the policy node's backend. device: where it runs (cpu, cuda).
@@ -137,7 +147,9 @@ class EvalConfig:
         require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
         require(self.phrasings in PHRASING_SPLITS, "phrasings", f"must be one of {', '.join(PHRASING_SPLITS)}")
         require(self.controller_interface in CONTROLLER_INTERFACES, "controller_interface",
-                f"must be one of {', '.join(CONTROLLER_INTERFACES)} (follow_joint_trajectory is not implemented)")
+                f"must be one of {', '.join(CONTROLLER_INTERFACES)}, got {self.controller_interface!r}")
+        require(not self.expert or self.controller_interface == "topic", "controller_interface",
+                "the expert replay sends its targets on the arm's trajectory topic; use topic")
         require(self.max_steps >= 1, "max_steps", f"must be >= 1, got {self.max_steps}")
         require(self.threads >= 0, "threads", f"must be >= 0, got {self.threads}")
         require(self.expert or bool(self.model), "model", "a model directory is needed (or use the expert mode)")
@@ -343,6 +355,18 @@ class RosSession:
             policy_values = {**node_section(data, "policy_node", str(self.bringup.config_file)), **policy.parameters}
             goal = _topic(str(policy_values.get("goal_topic", "goal")), "goal")
         self.goal_topic = goal
+        self.executor_name = ""
+        self.controller_interface = "topic"
+        if "chunk_executor" in names:
+            executor = names["chunk_executor"]
+            values = {**node_section(data, "chunk_executor", str(self.bringup.config_file)), **executor.parameters}
+            ns = f"/{executor.namespace.strip('/')}" if executor.namespace else ""
+            self.executor_name = f"{ns}/{executor.name}"
+            self.controller_interface = str(values.get("controller_interface", "topic"))
+            servo = values.get("servo") if isinstance(values.get("servo"), dict) else {}
+            self.jog_topic = str(values.get("servo.command_topic", servo.get("command_topic",
+                                                                                "/servo_node/delta_joint_cmds")))
+            self.joint_states_topic = str(sim_values.get("joint_states_topic", "/joint_states"))
         self.processes = None
         self._context = None
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -366,8 +390,20 @@ class RosSession:
             if key != "ROS_DOMAIN_ID":
                 os.environ.setdefault(key, value)
         os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+        if self.controller_interface != "topic" and importlib.util.find_spec("control_msgs") is None:
+            raise ConfigError(
+                f"controller_interface {self.controller_interface!r} needs control_msgs: on a robot install "
+                "ros-<distro>-control-msgs; in this venv build the test copy and export its paths: "
+                'eval "$(python test/control_msgs_build.py --exports)"'
+            )
         self.processes = ProcessGroup(echo=self._echo)
         start_bringup(self.processes, self.bringup, env)
+        if self.controller_interface == "servo":  # the MoveIt Servo stand-in between executor and arm
+            from dream_vla_ros.process_group import node_argv
+
+            args = ["--ros-args", "-p", f"command_topic:={self.jog_topic}", "-p",
+                    f"output_topic:={self.trajectory_topic}", "-p", f"joint_states_topic:={self.joint_states_topic}"]
+            self.processes.start("servo_node", node_argv(JOG_INTEGRATOR, args), {**self.bringup.environment, **env})
         self._context = rclpy.Context()
         rclpy.init(context=self._context, domain_id=self.domain_id)
         self.node = rclpy.create_node(f"dream_vla_eval_{os.getpid()}", context=self._context)
@@ -379,6 +415,9 @@ class RosSession:
         from std_srvs.srv import Trigger
 
         self._reset_client = self.node.create_client(Trigger, f"{self.sim_name}/reset")
+        self._executor_clients = {
+            name: self.node.create_client(Trigger, f"{self.executor_name}/{name}") for name in ("pause", "activate")
+        } if self.executor_name else {}
         self._params_client = self.node.create_client(SetParameters, f"{self.sim_name}/set_parameters")
         self._spinner = threading.Thread(target=self._spin, name="eval-client", daemon=True)
         self._spinner.start()
@@ -479,6 +518,17 @@ class RosSession:
             raise DreamVlaError(f"{self.sim_name}/reset failed: {answer.message}")
         return json.loads(answer.message)
 
+    def executor_call(self, service: str, timeout: float = 10.0) -> str:
+        """Call the chunk executor's ``~/pause`` or ``~/activate`` (the hand-over services); returns the answer."""
+        from std_srvs.srv import Trigger
+
+        client = self._executor_clients[service]
+        self._wait(client.service_is_ready, time.monotonic() + timeout, f"{self.executor_name}/{service}")
+        answer = self._call(client, Trigger.Request(), timeout, f"{self.executor_name}/{service}")
+        if not answer.success:
+            raise DreamVlaError(f"{self.executor_name}/{service} failed: {answer.message}")
+        return answer.message
+
     def wait_episode_end(self, episode: int, timeout: float) -> dict[str, Any] | None:
         """The ``success`` or ``truncated`` event of ``episode``, or None after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
@@ -531,9 +581,15 @@ def _episode_timeout(config: EvalConfig) -> float:
 
 def run_policy_episode(session: RosSession, config: EvalConfig, profile: ChunkProfile, task: str, seed: int,
                        index: int, on_start: Callable[[dict], None] | None = None) -> EpisodeResult:
-    """One closed-loop episode: stop, reset, goal, wait for success or truncation, stop."""
+    """One closed-loop episode: stop, reset, goal, wait for success or truncation, stop (with the action and
+    servo interfaces: pause the executor before the reset and activate it after, see the module docstring)."""
+    handover = session.controller_interface != "topic" and bool(session.executor_name)
     session.set_goal("")
+    if handover:
+        session.executor_call("pause")
     event = session.reset(task, seed, config.phrasings, index)
+    if handover:
+        session.executor_call("activate")
     if on_start is not None:
         on_start(event)
     started_wall, started = time.time(), time.monotonic()
@@ -550,11 +606,14 @@ def run_policy_episode(session: RosSession, config: EvalConfig, profile: ChunkPr
 
 
 def policy_overrides(config: EvalConfig, halting: Halting, profile_path: Path) -> dict[str, dict[str, Any]]:
-    return {
+    overrides = {
         "policy_node": {"model": str(config.model), "device": config.device, "threads": config.threads,
                         "profile_path": str(profile_path), **halting.overrides()},
         "sim_arm": {"task": config.tasks[0], "max_steps": config.max_steps, "phrasing_split": config.phrasings},
     }
+    if config.controller_interface != "topic":
+        overrides["chunk_executor"] = {"controller_interface": config.controller_interface}
+    return overrides
 
 
 def _episode_line(n: int, total: int, result: EpisodeResult) -> str:

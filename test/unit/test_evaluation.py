@@ -19,7 +19,10 @@ def test_sweep_settings_cover_fixed_k_and_adaptive():
 
 def test_config_checks():
     with pytest.raises(ConfigError, match="controller_interface"):
-        ev.EvalConfig(model="m", controller_interface="action")
+        ev.EvalConfig(model="m", controller_interface="carrier-pigeon")
+    with pytest.raises(ConfigError, match="controller_interface"):
+        ev.EvalConfig(expert=True, controller_interface="action")
+    assert ev.EvalConfig(model="m", controller_interface="action").controller_interface == "action"
     with pytest.raises(ConfigError, match="model"):
         ev.EvalConfig()
     assert ev.EvalConfig(expert=True).seed >= 100_000  # never a training demonstration's seed
