@@ -18,7 +18,7 @@ venv-test:
 	@scripts/setup_venv.sh core,ros,sim,onnx,record,dev,interfaces
 
 demo: venv-demo
-	$(PY) -m dream_vla_ros.cli info
+	$(PY) -m dream_vla_ros.cli demo
 
 test: venv-test
 	$(PY) -m ruff check .
