@@ -77,6 +77,7 @@ setup(
         "dev": [
             "pytest",
             "pytest-timeout",
+            "pytest-rerunfailures",
             "hypothesis",
             "ruff",
             "colcon-core",

@@ -57,7 +57,13 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_collection_modifyitems(config, items):
-    """GPU tests skip with a printed reason where no CUDA device is present."""
+    """GPU tests skip with a printed reason where no CUDA device is present; tests across processes over DDS
+    get up to two reruns (pytest-rerunfailures) because graph discovery and scheduling on a shared 2-core
+    machine vary. A rerun is listed in the summary ("R" and "N rerun"), so flakiness stays visible."""
+    if config.pluginmanager.hasplugin("rerunfailures"):
+        for item in items:
+            if "ros" in item.keywords or "sim" in item.keywords:
+                item.add_marker(pytest.mark.flaky(reruns=2, reruns_delay=1))
     try:
         import torch
 
