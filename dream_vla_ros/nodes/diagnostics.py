@@ -11,10 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
 
-from dream_vla_ros.nodes.health import FaultTracker, Level
+from dream_vla_ros.errors import InputError
+from dream_vla_ros.nodes.conversions import JointMapper, stamp_to_seconds
+from dream_vla_ros.nodes.health import FaultTracker, Level, cause_key
 
 _LEVELS = {"warn": DiagnosticStatus.WARN, "error": DiagnosticStatus.ERROR}
 
@@ -103,3 +107,18 @@ class Diagnostics:
         msg = DiagnosticArray(status=statuses)
         msg.header.stamp = self.node.get_clock().now().to_msg()
         self._publisher.publish(msg)
+
+
+def read_joint_state(
+    mapper: JointMapper, msg: JointState, diagnostics: Diagnostics
+) -> tuple[np.ndarray, float] | None:
+    """``(positions in model order, stamp seconds)`` of a JointState, or None after reporting why it is unusable
+    on ``diagnostics`` (slot ``joint_states``, once per cause); a good message clears that slot."""
+    try:
+        positions = mapper.positions(msg)
+    except InputError as exc:
+        diagnostics.report("joint_states", cause_key(str(exc)), str(exc))
+        return None
+    if diagnostics.faults.active("joint_states") is not None:
+        diagnostics.clear("joint_states")
+    return positions, stamp_to_seconds(msg.header.stamp)

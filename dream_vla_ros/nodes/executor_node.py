@@ -81,10 +81,9 @@ from dream_vla_ros.nodes.controller_outputs import Command, ControllerFault, mak
 from dream_vla_ros.nodes.conversions import (
     JointMapper,
     seconds_to_stamp,
-    stamp_to_seconds,
     trajectory_to_chunk,
 )
-from dream_vla_ros.nodes.diagnostics import Diagnostics
+from dream_vla_ros.nodes.diagnostics import Diagnostics, read_joint_state
 from dream_vla_ros.nodes.executor_config import ExecutorNodeConfig
 from dream_vla_ros.nodes.health import RateMeter, cause_key
 from dream_vla_ros.nodes.inputs import FreshnessLimits, check_freshness
@@ -219,15 +218,10 @@ class ExecutorNode(LifecycleNode):
     # -- inputs ----------------------------------------------------------------------------------------------
     def _on_joint_state(self, msg: JointState) -> None:
         self._rate.tick(self._now())
-        try:
-            positions = self._mapper.positions(msg)
-        except InputError as exc:
-            self.diagnostics.report("joint_states", cause_key(str(exc)), str(exc))
-            return
-        with self._lock:
-            self._joints = (positions, stamp_to_seconds(msg.header.stamp))
-        if self.diagnostics.faults.active("joint_states") is not None:
-            self.diagnostics.clear("joint_states")
+        joints = read_joint_state(self._mapper, msg, self.diagnostics)
+        if joints is not None:
+            with self._lock:
+                self._joints = joints
 
     def _on_chunk(self, msg: JointTrajectory) -> None:
         now = self._now()

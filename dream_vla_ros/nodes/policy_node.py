@@ -53,7 +53,7 @@ from dream_vla_ros.nodes.conversions import (
     prediction_to_trajectory,
     stamp_to_seconds,
 )
-from dream_vla_ros.nodes.diagnostics import Diagnostics
+from dream_vla_ros.nodes.diagnostics import Diagnostics, read_joint_state
 from dream_vla_ros.nodes.health import RateMeter, cause_key
 from dream_vla_ros.nodes.inputs import FreshnessLimits, check_freshness, timing_slots
 from dream_vla_ros.nodes.policy_config import PolicyNodeConfig, is_compressed_topic
@@ -296,15 +296,10 @@ class PolicyNode(LifecycleNode):
         mapper = self._mapper
         if mapper is None:
             return
-        try:
-            positions = mapper.positions(msg)
-        except InputError as exc:
-            self.diagnostics.report("joint_states", cause_key(str(exc)), str(exc))
-            return
-        with self._lock:
-            self._joints = (positions, stamp_to_seconds(msg.header.stamp))
-        if self.diagnostics.faults.active("joint_states") is not None:
-            self.diagnostics.clear("joint_states")
+        joints = read_joint_state(mapper, msg, self.diagnostics)
+        if joints is not None:
+            with self._lock:
+                self._joints = joints
 
     def _on_goal(self, msg: String) -> None:
         config = self.config
