@@ -83,8 +83,8 @@ def model_card(config: ModelConfig, document: Mapping[str, Any], notes: str = ""
         f"({config.chunk_length * config.dt:.3f} s), actions {config.normalization.action_mode}",
         f"- Cameras: {', '.join(v.cameras)}; centre crop {v.crop_fraction:g} of the short side, "
         f"resized to {v.image_size}x{v.image_size} px",
-        f"- Instruction: byte-level tokenizer, {config.tokenizer.max_tokens} tokens, "
-        f"lowercase={config.tokenizer.lowercase}",
+        f"- Instruction: byte-level tokenizer, {config.tokenizer.max_tokens} bytes merged {config.tokenizer.pool} "
+        f"at a time into {config.tokenizer.trunk_tokens} tokens, lowercase={config.tokenizer.lowercase}",
         f"- Trunk: {config.trunk.layers} layers x width {config.trunk.width}, {config.num_context_tokens} tokens",
         f"- Halting defaults: delta = {h.delta:g} ({h.metric}, relative={h.relative}), "
         f"k_min = {h.k_min}, k_max = {h.k_max}",

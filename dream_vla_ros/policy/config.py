@@ -7,17 +7,19 @@ runtime halting defaults. Round-trips through ``configuration.to_mapping`` / ``c
 
 Presets (``dream-vla-ros bench policy``; FLOPs at batch 1, a multiply-add counts 2; matmul/conv/attention only):
 
-- ``tiny``: tests. 0.16M parameters, one 32 px camera, H=4, 3 joints; 4.5 MFLOP trunk, 0.17 MFLOP per core
-  iteration; learns the synthetic task of ``synthetic.py`` in seconds.
-- ``sim``: the Meta-World MT10 model. One 96x96 camera, 8 joints (7 arm + gripper), H=16 at dt=0.025 s: every
-  2nd step of the 80 Hz env, 0.4 s of motion, which covers inference latency plus a replanning interval with
-  margin while halving the rows to predict (the chunk executor interpolates to the control rate). Actions are
-  predicted as deltas to the current joints. 2.27M parameters (vision 0.12M, trunk 1.91M: 6 layers x 160 over
-  64 image + 48 byte + 1 proprio tokens; decoder 0.24M, width 96, one weight-tied core layer). Per chunk:
-  0.45 GFLOP trunk, 17 MFLOP prelude + context K/V, 2.7 MFLOP per core iteration + 0.3 MFLOP Coda decode
-  (0.48 GFLOP at k=8). Training costs ~10 ms per sample on 2 CPU cores (batch 64, mean depth 8), i.e. ~6
-  epochs of 40k frames in 45 min. The decoder's FLOPs are ~7 % of the trunk at k=8; in torch eager at batch 1
-  its cost is dominated by per-op overhead (~0.2 ms per iteration), see the bench.
+- ``tiny``: tests. 0.17M parameters, one 32 px camera, H=4, 3 joints, instruction bytes merged 2 at a time;
+  3.9 MFLOP trunk, 0.17 MFLOP per core iteration; learns the synthetic task of ``synthetic.py`` in seconds.
+- ``sim``: the Meta-World MT10 model, sized to train on a 2-core CPU. One 96x96 camera, 8 joints (7 arm +
+  gripper), H=16 at dt=0.025 s: every 2nd step of the 80 Hz env, 0.4 s of motion, which covers inference
+  latency plus a replanning interval with margin while halving the rows to predict (the chunk executor
+  interpolates to the control rate). Actions are predicted as deltas to the current joints. 1.29M parameters
+  (vision 0.16M: three stride-2 3x3 convolutions (32, 64, 128 channels) and a 2x2 patchify -> 6x6 tokens;
+  trunk 0.89M: 4 layers x 128 over 36 image + 12 instruction (48 bytes merged 4 at a time) + 1 proprio
+  tokens; decoder 0.23M, width 96, one weight-tied core layer). Per chunk: 0.13 GFLOP trunk, 7.5 MFLOP prelude
+  + context K/V, 2.7 MFLOP per core iteration + 0.3 MFLOP Coda decode (0.16 GFLOP at k=8). Training runs at
+  ~250 samples/s on 2 CPU cores (batch 64, mean depth 8), ~20 epochs of 41k samples in 55 min. The first
+  version of this preset (6 layers x 160 over 64 image + 48 byte tokens, 2.27M parameters, 0.45 GFLOP trunk)
+  trained at 55-83 samples/s, fitted 6 epochs in 75 min and reached 30% MT10 closed loop.
 - ``orin``: sized for 25 Hz replanning on Jetson Orin AGX in FP16 (TensorRT). Two 128x128 cameras (scene +
   wrist), 8 joints, H=16; trunk 8 layers x 384 over 2x64 image + 48 byte + 1 proprio tokens; core 2 layers x
   256. 17.9M parameters. Per chunk: 5.2 GFLOP trunk, 0.24 GFLOP prelude + context K/V, 55 MFLOP per core
@@ -97,20 +99,34 @@ class VisionConfig:
 class TokenizerConfig:
     """Byte-level instruction tokenizer (UTF-8 bytes + 1, id 0 = padding); nothing to download.
 
-    max_tokens: instruction length in tokens; longer instructions are truncated, shorter ones padded.
+    max_tokens: instruction length in bytes; longer instructions are truncated, shorter ones padded.
     lowercase: fold case before encoding (phrasings differ in case more often than in meaning).
+    pool: consecutive byte embeddings merged (concatenated, then one linear map) into one trunk token; the
+        trunk sees ``max_tokens / pool`` instruction tokens. 1 = one token per byte.
     """
 
     kind: Literal["bytes"] = "bytes"
     max_tokens: int = 48
     lowercase: bool = True
+    pool: int = 1
 
     def __post_init__(self) -> None:
         require(1 <= self.max_tokens <= 512, "max_tokens", f"must be in [1, 512], got {self.max_tokens}")
+        require(self.pool >= 1, "pool", f"must be >= 1, got {self.pool}")
+        require(
+            self.max_tokens % self.pool == 0,
+            "max_tokens",
+            f"{self.max_tokens} is not a multiple of pool {self.pool}",
+        )
 
     @property
     def vocab_size(self) -> int:
         return 257
+
+    @property
+    def trunk_tokens(self) -> int:
+        """Instruction tokens the trunk attends over (bytes merged ``pool`` at a time)."""
+        return self.max_tokens // self.pool
 
 
 @dataclass(frozen=True)
@@ -310,8 +326,8 @@ class ModelConfig:
 
     @property
     def num_context_tokens(self) -> int:
-        """Tokens the trunk attends over: image patches of every camera, instruction bytes, one proprio token."""
-        return len(self.vision.cameras) * self.vision.tokens_per_camera + self.tokenizer.max_tokens + 1
+        """Tokens the trunk attends over: image patches of every camera, instruction tokens, one proprio token."""
+        return len(self.vision.cameras) * self.vision.tokens_per_camera + self.tokenizer.trunk_tokens + 1
 
 
 SAWYER_JOINTS = ("right_j0", "right_j1", "right_j2", "right_j3", "right_j4", "right_j5", "right_j6", "gripper")
@@ -324,7 +340,7 @@ def _tiny() -> ModelConfig:
         dt=0.05,
         chunk_length=4,
         vision=VisionConfig(cameras=("main",), image_size=32, stem_channels=(16,), patch_size=4),
-        tokenizer=TokenizerConfig(max_tokens=12),
+        tokenizer=TokenizerConfig(max_tokens=12, pool=2),
         trunk=TrunkConfig(width=64, layers=2, heads=4, mlp_ratio=2.0, mid_layer=1),
         decoder=DecoderConfig(width=48, heads=4, mlp_ratio=2.0, discrete_layers=2, bins=16, bin_range=1.5),
         halting=HaltingConfig(delta=1e-3, k_max=12, k_min=2),
@@ -338,9 +354,9 @@ def _sim() -> ModelConfig:
         joint_names=SAWYER_JOINTS,
         dt=0.025,
         chunk_length=16,
-        vision=VisionConfig(cameras=("corner",), image_size=96, stem_channels=(32, 64), patch_size=3),
-        tokenizer=TokenizerConfig(max_tokens=48),
-        trunk=TrunkConfig(width=160, layers=6, heads=4, mlp_ratio=4.0, mid_layer=3),
+        vision=VisionConfig(cameras=("corner",), image_size=96, stem_channels=(32, 64, 128), patch_size=2),
+        tokenizer=TokenizerConfig(max_tokens=48, pool=4),
+        trunk=TrunkConfig(width=128, layers=4, heads=4, mlp_ratio=4.0, mid_layer=2),
         decoder=DecoderConfig(width=96, heads=4, mlp_ratio=2.0, core_layers=1, bins=64),
         halting=HaltingConfig(delta=1e-3, k_max=12, k_min=2),
         training=TrainingConfig(mean_depth=8.0, max_depth=24, backprop_depth=4),

@@ -15,6 +15,7 @@ from dream_vla_ros.policy.config import (
     HaltingConfig,
     ModelConfig,
     NormalizationConfig,
+    TokenizerConfig,
     TrainingConfig,
     VisionConfig,
     preset,
@@ -69,6 +70,8 @@ def test_unknown_preset_lists_the_valid_ones() -> None:
         (lambda: HaltingConfig(delta=-1.0), "delta"),
         (lambda: DecoderConfig(width=30, heads=4), "heads"),
         (lambda: TrainingConfig(max_depth=4, backprop_depth=8), "backprop_depth"),
+        (lambda: TokenizerConfig(max_tokens=48, pool=5), "max_tokens"),
+        (lambda: TokenizerConfig(pool=0), "pool"),
         (lambda: NormalizationConfig(proprio_offset=(0.0,), proprio_scale=(0.0,)), "proprio_scale"),
         (lambda: ModelConfig(joint_names=("a", "b"), normalization=NormalizationConfig((0.0,), (1.0,))), "proprio"),
         (lambda: ModelConfig(joint_names=("a", "a")), "joint_names"),
@@ -96,3 +99,25 @@ def test_action_statistics_per_joint_or_per_step() -> None:
         assert dataclasses.replace(base, normalization=norm).normalization == norm
     with pytest.raises(ConfigError, match="action_offset"):
         dataclasses.replace(base, normalization=NormalizationConfig(action_offset=(0.0,) * 5, action_scale=(1.0,) * 5))
+
+
+def test_pooled_instruction_tokens_shrink_the_context_and_keep_every_byte() -> None:
+    torch = pytest.importorskip("torch")
+    from dream_vla_ros.policy.model import build_model
+
+    base = preset("tiny")
+    pooled = dataclasses.replace(base, tokenizer=TokenizerConfig(max_tokens=12, pool=4))
+    unpooled = dataclasses.replace(base, tokenizer=TokenizerConfig(max_tokens=12, pool=1))
+    assert unpooled.num_context_tokens - pooled.num_context_tokens == 12 - 3
+    torch.manual_seed(0)
+    model = build_model(pooled).eval()
+    images = torch.rand(1, 1, 3, 32, 32)
+    proprio = torch.zeros(1, pooled.num_joints)
+    tokens = torch.randint(1, 257, (1, 12))
+    _, final = model.features(images, tokens, proprio)
+    assert final.shape == (1, pooled.num_context_tokens, pooled.trunk.width)
+    for position in (0, 3, 11):  # first, last and any byte of a pooled group reaches the features
+        changed = tokens.clone()
+        changed[0, position] = changed[0, position] % 256 + 1
+        _, other = model.features(images, changed, proprio)
+        assert not torch.allclose(final, other)
