@@ -12,7 +12,10 @@ def run(factories: Sequence[Callable[[], object]], *, argv: list[str] | None = N
 
     The executor has the most threads any node asks for (its ``executor_threads`` attribute, default 1):
     1 = SingleThreadedExecutor (the lowest latency and jitter in rclpy, measured by ``bench latency``), more = a
-    MultiThreadedExecutor (callback groups then run in parallel, sharing the GIL).
+    MultiThreadedExecutor (callback groups then run in parallel, sharing the GIL). Ask for more only where a
+    callback must block (an action server's execute callbacks): the MultiThreadedExecutor re-polls its wait set
+    in Python while callbacks are in flight, and under 80 Hz subscriptions it held the GIL ~90% of the time
+    (py-spy on sim_arm), starving the node's other Python threads.
     A node may define ``start()`` (called once before spinning) and ``close()`` (called before destruction).
     """
     import rclpy
