@@ -414,6 +414,8 @@ class SimArmNode(Node):
         try:
             _SimulationLoop(self).run()
         except Exception as exc:  # noqa: BLE001 - report any simulation failure, then stop the node
+            if self._stop.is_set() or not self.context.ok():  # shutting down: publishers are being destroyed
+                return
             message = f"{type(exc).__name__}: {exc}"
             with self._lock:
                 self._failed = message
