@@ -219,9 +219,7 @@ class SimArmNode(Node):
         self.create_service(Trigger, "~/reset", self._on_reset, callback_group=reset_group)
         self._action_server = self._create_action_server()
         # Goals wait in their execute callbacks (one thread each while they run, briefly two at a preemption).
-        # Without the action server one thread: rclpy's MultiThreadedExecutor re-polls its wait set in Python
-        # while callbacks are in flight and held the GIL ~90% of the time under 80 Hz trajectory windows,
-        # starving the simulation thread (20 Hz physics, 7 Hz camera, stale joint states).
+        # Otherwise one thread: a MultiThreadedExecutor starved the simulation thread (see runtime.run).
         self.executor_threads = 4 if self._action_server is not None else 1
         self.diagnostics = Diagnostics(self, self._diagnostic_values, config.diagnostics_period,
                                        callback_group=io_group)
