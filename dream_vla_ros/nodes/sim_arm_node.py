@@ -18,7 +18,8 @@ Interfaces (names relative to the node's namespace; ``~`` = the node's name, ``s
   hold after the last point. The controller is sampled every physics step (80 Hz) at the end time of the
   step, so a trajectory whose points lie on the 12.5 ms grid is reproduced exactly;
 - when ``control_msgs`` is importable: the action server ``<controller>/follow_joint_trajectory``
-  (control_msgs/action/FollowJointTrajectory) with the JTC's semantics. A goal is validated like a topic
+  (control_msgs/action/FollowJointTrajectory, hosted by the helper node ``<name>_action_server``) with the
+  JTC's semantics. A goal is validated like a topic
   message (an invalid one, or any goal while the controller is inactive during a reset, is **rejected**); an
   accepted goal preempts the active one (which ends ABORTED with ``INVALID_GOAL``, "Current goal cancelled due
   to new incoming action.") and its trajectory goes through the same follower as the topic's messages. While it
@@ -217,10 +218,8 @@ class SimArmNode(Node):
         self.create_subscription(JointTrajectory, config.trajectory_topic, self._on_trajectory, TRAJECTORY_QOS,
                                  callback_group=io_group)
         self.create_service(Trigger, "~/reset", self._on_reset, callback_group=reset_group)
+        self.blocking_nodes: list[Node] = []
         self._action_server = self._create_action_server()
-        # Goals wait in their execute callbacks (one thread each while they run, briefly two at a preemption).
-        # Otherwise one thread: a MultiThreadedExecutor starved the simulation thread (see runtime.run).
-        self.executor_threads = 4 if self._action_server is not None else 1
         self.diagnostics = Diagnostics(self, self._diagnostic_values, config.diagnostics_period,
                                        callback_group=io_group)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -305,8 +304,14 @@ class SimArmNode(Node):
         self._action_type = FollowJointTrajectory
         self._validator = TrajectoryFollower(JOINT_NAMES)
         self._constraints = ControllerConstraints(self.config.stopped_velocity_tolerance, self.config.goal_time)
+        # Goals wait in their execute callbacks (a thread each while they run, briefly two at a preemption), so
+        # the server lives on a helper node with its own multi-threaded executor (runtime.run): on this node's
+        # executor, next to the 80 Hz subscriptions, a MultiThreadedExecutor starved the simulation thread.
+        host = Node(f"{self.get_name()}_action_server", namespace=self.get_namespace(), context=self.context,
+                    start_parameter_services=False)
+        self.blocking_nodes.append(host)
         return ActionServer(
-            self, FollowJointTrajectory, self.config.action_name, execute_callback=self._execute_goal,
+            host, FollowJointTrajectory, self.config.action_name, execute_callback=self._execute_goal,
             goal_callback=self._on_goal_request, handle_accepted_callback=self._on_goal_accepted,
             cancel_callback=lambda _: CancelResponse.ACCEPT, callback_group=ReentrantCallbackGroup(),
         )
