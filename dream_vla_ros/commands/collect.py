@@ -16,17 +16,22 @@ from __future__ import annotations
 import argparse
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, metavar="DIR", help="dataset directory to create")
+def add_demo_arguments(parser: argparse.ArgumentParser, image_size: int) -> None:
+    """The arguments that choose demonstrations (shared with ``record expert``, so both pick the same ones)."""
     parser.add_argument("--tasks", default="mt10", help="'mt10' or a comma list of task names")
     parser.add_argument("--episodes-per-task", type=int, default=50, help="successful demonstrations per task")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes (1: in this process)")
-    parser.add_argument("--image-size", type=int, default=128, metavar="PX", help="square image size")
-    parser.add_argument("--camera", default="corner", help="camera name, or a comma list of cameras")
+    parser.add_argument("--image-size", type=int, default=image_size, metavar="PX", help="square image size")
     parser.add_argument("--seed", type=int, default=0, help="first episode seed")
     parser.add_argument("--max-attempts", type=int, default=10, help="seeds tried per demonstration")
-    parser.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, metavar="DIR", help="dataset directory to create")
+    add_demo_arguments(parser, image_size=128)
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (1: in this process)")
+    parser.add_argument("--camera", default="corner", help="camera name, or a comma list of cameras")
+    parser.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
 
 
 def main(args: argparse.Namespace) -> int:

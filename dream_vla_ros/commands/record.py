@@ -6,6 +6,8 @@
   stop       stop the episode and keep it          discard    stop the episode and delete it
   list DIR   the episodes of a recordings directory (status, duration, instruction)
   repair DIR salvage episodes left in DIR/incomplete/ by a killed recorder
+  expert     simulation: drive the simulated arm with the scripted expert through ROS topics and record it
+             (the stand-in for teleoperation: the same seeds and phrasings as `collect`, but through the wire)
 
 The recorder subscribes the cameras, /joint_states, the goal topic and the action source (the commanded
 JointTrajectory, or a leader arm's JointState) with raw=True and writes the bytes as received. Episodes are
@@ -20,6 +22,7 @@ examples:
   dream-vla-ros record stop
   dream-vla-ros record list data/bags
   dream-vla-ros record repair data/bags
+  dream-vla-ros record expert --out data/bags_mt10 --tasks mt10 --episodes-per-task 10 --image-size 96
 then: dream-vla-ros dataset build data/bags --out data/my_arm
 """
 
@@ -28,6 +31,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+
+from dream_vla_ros.commands.collect import add_demo_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,11 +70,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "is moved; otherwise the messages readable from its MCAP file are written into a new bag "
                             "marked 'salvaged' (not complete: `dataset build` uses it only with --allow-incomplete).")
     repair.add_argument("dir", help="recordings directory (the recorder's out_dir)")
+    expert = sub.add_parser(
+        "expert", help="simulation: record the scripted expert driving the simulated arm through ROS topics",
+        description="Start sim_arm and the recorder in a private ROS domain, run the scripted expert of each task "
+        "here and send its joint targets to the arm as a JointTrajectory, one recorded episode per demonstration "
+        "(same seeds and phrasings as `dream-vla-ros collect`; failed attempts are discarded). Then: "
+        "dream-vla-ros dataset build DIR --out DATASET.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    expert.add_argument("--out", required=True, metavar="DIR", help="recordings directory (created)")
+    add_demo_arguments(expert, image_size=96)
+    expert.add_argument("--camera", default="corner", help="the simulated arm's camera")
+    expert.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
 def main(args: argparse.Namespace) -> int:
     return {"run": _run, "start": _service, "stop": _service, "discard": _service, "list": _list,
-            "repair": _repair}[args.action](args)
+            "repair": _repair, "expert": _expert}[args.action](args)
+
+
+def _expert(args: argparse.Namespace) -> int:
+    from dream_vla_ros.sim.collect import CollectConfig
+    from dream_vla_ros.sim.tasks import parse_tasks
+    from dream_vla_ros.train.ros_demos import RosDemoConfig, record_expert_demos
+
+    collect = CollectConfig(tasks=parse_tasks(args.tasks), episodes_per_task=args.episodes_per_task, workers=1,
+                            seed=args.seed, max_attempts=args.max_attempts)
+    config = RosDemoConfig(out=args.out, collect=collect, image_size=args.image_size, camera=args.camera)
+    summary = record_expert_demos(config, log=lambda line: print(line, file=sys.stderr), progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"kept {summary['kept']}/{summary['jobs']} demonstrations in {summary['out']} "
+              f"({summary['attempts']} attempts, {summary.get('expert_failures', 0)} expert failures, "
+              f"{summary.get('replay_failures', 0)} failed through ROS) in {summary['seconds']:.0f} s")
+        print(f"next: dream-vla-ros dataset build {summary['out']} --out <dataset dir>")
+    return 0 if summary["kept"] == summary["jobs"] else 1
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -94,12 +94,16 @@ def make_jobs(config: CollectConfig) -> list[Job]:
     ]
 
 
+def job_seeds(config: CollectConfig, job: Job) -> list[int]:
+    """The seeds ``job`` tries, in order (see the module docstring)."""
+    return [config.seed + job.demo + attempt * config.episodes_per_task for attempt in range(config.max_attempts)]
+
+
 def run_job(arm: JointArm, config: CollectConfig, job: Job, sink: Sink) -> JobResult:
     """Try seeds for ``job`` until a demonstration replays successfully; store it through ``sink``."""
     start = time.perf_counter()
     expert_failures = replay_failures = 0
-    for attempt in range(config.max_attempts):
-        seed = config.seed + job.demo + attempt * config.episodes_per_task
+    for attempt, seed in enumerate(job_seeds(config, job)):
         demo, replay = record_demonstration(arm, job.task, seed, hold_steps=config.hold_steps)
         if replay is None:
             expert_failures += 1

@@ -693,15 +693,25 @@ def evaluate_k_sweep(config: EvalConfig, work_dir: Path, log: Log = _stderr, ech
     return adaptive
 
 
-def evaluate_expert(config: EvalConfig, log: Log = _stderr, echo: Any = None) -> dict[str, Any]:
-    """Replay the scripted expert's joint targets through the arm's trajectory topic (see the module doc)."""
+def expert_trajectory(targets: np.ndarray):
+    """The expert's joint targets [T, 8] as one JointTrajectory: a point every physics step, ``header.stamp`` 0
+    (start on receipt), as a teleoperation tool would stream them."""
     from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-    import dream_vla_ros.sim  # noqa: F401 - sets MUJOCO_GL before mujoco loads
     from dream_vla_ros.nodes.conversions import seconds_to_duration
+    from dream_vla_ros.sim.joint_arm import JOINT_NAMES
+
+    msg = JointTrajectory(joint_names=list(JOINT_NAMES))
+    msg.points = [JointTrajectoryPoint(positions=row, time_from_start=seconds_to_duration((i + 1) * CONTROL_DT))
+                  for i, row in enumerate(np.asarray(targets, dtype=float).tolist())]
+    return msg
+
+
+def evaluate_expert(config: EvalConfig, log: Log = _stderr, echo: Any = None) -> dict[str, Any]:
+    """Replay the scripted expert's joint targets through the arm's trajectory topic (see the module doc)."""
+    import dream_vla_ros.sim  # noqa: F401 - sets MUJOCO_GL before mujoco loads
     from dream_vla_ros.sim.expert import replay, run_expert
-    from dream_vla_ros.sim.joint_arm import CONTROL_DT as DT
-    from dream_vla_ros.sim.joint_arm import JOINT_NAMES, JointArm, SimArmConfig
+    from dream_vla_ros.sim.joint_arm import JointArm, SimArmConfig
 
     plan = _episode_plan(config)
     episodes: list[EpisodeResult] = []
@@ -725,10 +735,7 @@ def evaluate_expert(config: EvalConfig, log: Log = _stderr, echo: Any = None) ->
             direct[task] += int(replay(arm, task, seed, demo.targets).success)
             event = session.reset(task, seed, config.phrasings, index)
             started_episode = time.monotonic()
-            msg = JointTrajectory(joint_names=list(JOINT_NAMES))
-            msg.points = [JointTrajectoryPoint(positions=row, time_from_start=seconds_to_duration((i + 1) * DT))
-                          for i, row in enumerate(demo.targets.tolist())]
-            publisher.publish(msg)
+            publisher.publish(expert_trajectory(demo.targets))
             end = session.wait_episode_end(event["episode"], _episode_timeout(config))
             success = end is not None and end["event"] == "success"
             result = EpisodeResult(task, seed, event["instruction"], success,

@@ -6,121 +6,38 @@ Selected with `pytest -m record`; marked slow (about 25 s on a shared 2-core mac
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 pytestmark = [pytest.mark.record, pytest.mark.slow, pytest.mark.sim, pytest.mark.ros,
               pytest.mark.filterwarnings("ignore::DeprecationWarning:lark.*")]
 
 TASK = "reach"
-SEEDS = (0, 1, 2, 3)
+EPISODES = 4
 SIZE = 64
 
 
-def graph_file(tmp_path: Path, out: Path) -> Path:
-    """sim_arm (as in config/sim_arm.yaml, 64 px) and the recorder (config/recorder.yaml) in one params file."""
-    from dream_vla_ros.configuration import node_section, read_yaml
-    from dream_vla_ros.paths import config_dir
-
-    sim = node_section(read_yaml(config_dir() / "sim_arm.yaml"), "sim_arm")
-    recorder = node_section(read_yaml(config_dir() / "recorder.yaml"), "recorder")
-    sim.update(task=TASK, width=SIZE, height=SIZE, max_steps=400)
-    recorder.update(out_dir=str(out), flush_period=0.5, camera_names=["corner"])
-    path = tmp_path / "record_graph.yaml"
-    path.write_text(yaml.safe_dump({"sim_arm": {"ros__parameters": sim}, "recorder": {"ros__parameters": recorder}}))
-    return path
-
-
-class Recorder:
-    """The recorder's services and parameters, from the session's client node."""
-
-    def __init__(self, session) -> None:
-        from rcl_interfaces.srv import SetParameters
-        from std_srvs.srv import Trigger
-
-        self.session = session
-        self.clients = {name: session.node.create_client(Trigger, f"/recorder/{name}")
-                        for name in ("start", "stop", "discard")}
-        self.parameters = session.node.create_client(SetParameters, "/recorder/set_parameters")
-
-    def call(self, client, request, timeout: float = 30.0):
-        deadline = time.monotonic() + timeout
-        while not client.service_is_ready():
-            assert time.monotonic() < deadline, f"no {client.srv_name}"
-            time.sleep(0.02)
-        future = client.call_async(request)
-        while not future.done():
-            assert time.monotonic() < deadline, f"{client.srv_name} did not answer"
-            time.sleep(0.01)
-        return future.result()
-
-    def label(self, task: str, instruction: str) -> None:
-        from rcl_interfaces.srv import SetParameters
-        from rclpy.parameter import Parameter
-
-        request = SetParameters.Request(parameters=[Parameter("task", value=task).to_parameter_msg(),
-                                                    Parameter("instruction", value=instruction).to_parameter_msg()])
-        assert all(r.successful for r in self.call(self.parameters, request).results)
-
-    def trigger(self, name: str) -> dict:
-        from std_srvs.srv import Trigger
-
-        response = self.call(self.clients[name], Trigger.Request())
-        assert response.success, f"/recorder/{name}: {response.message}"
-        return json.loads(response.message)
-
-
-def record_expert_episodes(tmp_path: Path, out: Path) -> list[dict]:
-    """Expert episodes through ROS topics, recorded by the recorder node; returns per kept episode its stop
-    summary, the expert's targets and the episode's end event."""
+def record_expert_episodes(out: Path) -> list[dict]:
+    """Expert episodes through ROS topics (``record expert``), recorded by the recorder node; per kept episode
+    its summary (seed, recorder counts) and the expert's targets."""
     from ros_harness import allocate_domain_id
-    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
     import dream_vla_ros.sim  # noqa: F401 - MUJOCO_GL before mujoco loads
-    from dream_vla_ros.nodes.conversions import seconds_to_duration
+    from dream_vla_ros.sim.collect import CollectConfig
     from dream_vla_ros.sim.expert import run_expert
-    from dream_vla_ros.sim.joint_arm import CONTROL_DT, JOINT_NAMES, JointArm, SimArmConfig
-    from dream_vla_ros.train.evaluation import RosSession
+    from dream_vla_ros.sim.joint_arm import JointArm, SimArmConfig
+    from dream_vla_ros.train.ros_demos import RosDemoConfig, record_expert_demos
 
+    collect = CollectConfig(tasks=(TASK,), episodes_per_task=EPISODES, workers=1, max_attempts=2)
+    summary = record_expert_demos(RosDemoConfig(out=str(out), collect=collect, image_size=SIZE, max_steps=400,
+                                                domain_id=allocate_domain_id()), log=print, progress=False)
     arm = JointArm(SimArmConfig(task=TASK))
-    session = RosSession(graph_file(tmp_path, out), domain_id=allocate_domain_id(), log=lambda _: None)
-    kept = []
-    try:
-        session.start(timeout=180.0)
-        recorder = Recorder(session)
-        publisher = session.trajectory_publisher()
-        for seed in SEEDS:
-            demo = run_expert(arm, TASK, seed, max_steps=300)
-            if not demo.success:
-                continue
-            event = session.reset(TASK, seed)
-            session.set_goal(event["instruction"])  # what an operator's tool publishes; recorded with the episode
-            recorder.label(TASK, event["instruction"])
-            started = recorder.trigger("start")
-            assert started["instruction"] == event["instruction"]
-            time.sleep(0.2)  # the arm holding still: trimmed as the idle start
-            msg = JointTrajectory(joint_names=list(JOINT_NAMES))
-            msg.points = [JointTrajectoryPoint(positions=row, time_from_start=seconds_to_duration((i + 1) * CONTROL_DT))
-                          for i, row in enumerate(demo.targets.tolist())]
-            publisher.publish(msg)
-            end = session.wait_episode_end(event["episode"], 30.0)
-            time.sleep(0.3)
-            assert end is not None and end["event"] == "success", (seed, end)
-            kept.append({"stop": recorder.trigger("stop"), "targets": demo.targets, "end": end})
-        session._check_alive()
-    except Exception:
-        print(session.outputs() if session.processes else "")
-        raise
+    try:  # the expert is deterministic per seed: its targets again, to compare with what the bags hold
+        return [{**e, "targets": run_expert(arm, TASK, e["seed"], max_steps=400).targets} for e in summary["episodes"]]
     finally:
-        codes = session.close()
         arm.close()
-    assert codes.get("recorder") == 0, codes  # the recorder shuts down cleanly on SIGINT
-    return kept
 
 
 def test_expert_over_ros_is_recorded_built_trained_and_drives_the_arm(tmp_path):
@@ -136,10 +53,10 @@ def test_expert_over_ros_is_recorded_built_trained_and_drives_the_arm(tmp_path):
     from dream_vla_ros.train.trainer import TrainConfig, train
 
     bags = tmp_path / "bags"
-    kept = record_expert_episodes(tmp_path, bags)
+    kept = record_expert_episodes(bags)
     assert len(kept) >= 3, "the scripted expert solves reach"
     for episode in kept:
-        counts = episode["stop"]["counts"]
+        counts = episode["counts"]
         assert counts["/camera/image_raw"]["written"] >= 20 and counts["/joint_states"]["written"] >= 60, counts
         assert counts["/arm_controller/joint_trajectory"]["written"] == 1
         assert all(c["dropped_backlog"] == 0 for c in counts.values())
