@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("metaworld")
 
 from dream_vla_ros.cli import main
-from dream_vla_ros.sim.collect import CollectConfig, collect, make_jobs
+from dream_vla_ros.sim.collect import CollectConfig, collect, job_seeds, make_jobs
 from dream_vla_ros.sim.joint_arm import JOINT_NAMES, SimArmConfig
 from dream_vla_ros.sim.tasks import task_spec
 from dream_vla_ros.train.dataset import Dataset
@@ -26,6 +26,26 @@ def test_jobs_go_task_by_task():
         (2, "drawer-close", 0),
         (3, "drawer-close", 1),
     ]
+
+
+def test_seeds_of_a_job_never_collide_with_another_job_or_the_evaluation_seeds():
+    from dream_vla_ros.train.evaluation import DEFAULT_SEED
+
+    config = CollectConfig(tasks=TASKS, episodes_per_task=5, seed=7, max_attempts=4)
+    jobs = [j for j in make_jobs(config) if j.task == "reach"]
+    seeds = [job_seeds(config, j) for j in jobs]
+    assert seeds[0] == [7, 12, 17, 22] and seeds[4] == [11, 16, 21, 26]  # seed + demo + attempt * episodes
+    flat = [s for row in seeds for s in row]
+    assert len(set(flat)) == len(flat) and max(flat) < DEFAULT_SEED
+
+
+def test_ros_demo_config_refuses_what_it_cannot_record():
+    from dream_vla_ros.errors import ConfigError
+    from dream_vla_ros.train.ros_demos import RosDemoConfig
+
+    for bad in ({"out": ""}, {"out": "x", "image_size": 8}, {"out": "x", "idle": -1.0}, {"out": "x", "max_steps": 5}):
+        with pytest.raises(ConfigError):
+            RosDemoConfig(**bad)
 
 
 def test_collect_in_process_then_cli_with_workers_gives_the_same_episodes(tmp_path):
