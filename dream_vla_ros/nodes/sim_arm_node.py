@@ -307,8 +307,11 @@ class SimArmNode(Node):
         # Goals wait in their execute callbacks (a thread each while they run, briefly two at a preemption), so
         # the server lives on a helper node with its own multi-threaded executor (runtime.run): on this node's
         # executor, next to the 80 Hz subscriptions, a MultiThreadedExecutor starved the simulation thread.
-        host = Node(f"{self.get_name()}_action_server", namespace=self.get_namespace(), context=self.context,
-                    start_parameter_services=False)
+        # (A command-line ``__node:=`` remap applies to every node of the process: the local one keeps this
+        # node's own name, which would otherwise duplicate the arm's.)
+        name = f"{self.get_name()}_action_server"
+        host = Node(name, namespace=self.get_namespace(), context=self.context, start_parameter_services=False,
+                    cli_args=["--ros-args", "-r", f"__node:={name}"])
         self.blocking_nodes.append(host)
         return ActionServer(
             host, FollowJointTrajectory, self.config.action_name, execute_callback=self._execute_goal,

@@ -220,6 +220,8 @@ def test_action_interface_drives_the_sim_arm(ros, control_msgs_env):
     probe = Probe(ros)
     probe.wait(lambda: probe.status.get("state") == "paused" and probe.samples, what="the paused executor")
     assert ros.node.count_publishers("/arm_controller/joint_trajectory") == 0  # the action only
+    names = ros.node.get_node_names()  # the action server's helper node has its own name
+    assert names.count("sim_arm") == 1 and names.count("sim_arm_action_server") == 1, names
     q0 = probe.q()
     probe.target = q0 + np.array([0.3, 0, 0, 0, 0, 0, 0.4, 0])
     assert probe.trigger("activate").success
