@@ -23,14 +23,20 @@ def add_demo_arguments(parser: argparse.ArgumentParser, image_size: int) -> None
     parser.add_argument("--image-size", type=int, default=image_size, metavar="PX", help="square image size")
     parser.add_argument("--seed", type=int, default=0, help="first episode seed")
     parser.add_argument("--max-attempts", type=int, default=10, help="seeds tried per demonstration")
+    parser.add_argument("--camera", default="corner", help="camera name, or a comma list of cameras (corner, "
+                        "corner2, corner3, corner4, topview, behindGripper, gripperPOV)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def parse_cameras(text: str) -> tuple[str, ...]:
+    """``--camera`` -> camera names (the simulated arm's configs check that they exist)."""
+    return tuple(c.strip() for c in text.split(",") if c.strip())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="dataset directory to create")
     add_demo_arguments(parser, image_size=128)
     parser.add_argument("--workers", type=int, default=2, help="worker processes (1: in this process)")
-    parser.add_argument("--camera", default="corner", help="camera name, or a comma list of cameras")
     parser.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
 
 
@@ -42,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
     from dream_vla_ros.sim.tasks import parse_tasks, phrasing_table
     from dream_vla_ros.train.dataset import DatasetWriter
 
-    cameras = tuple(c.strip() for c in args.camera.split(",") if c.strip())
+    cameras = parse_cameras(args.camera)
     tasks = parse_tasks(args.tasks)
     arm = SimArmConfig(task=tasks[0], cameras=cameras, width=args.image_size, height=args.image_size)
     config = CollectConfig(

@@ -32,7 +32,7 @@ import argparse
 import json
 import sys
 
-from dream_vla_ros.commands.collect import add_demo_arguments
+from dream_vla_ros.commands.collect import add_demo_arguments, parse_cameras
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,7 +78,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "dream-vla-ros dataset build DIR --out DATASET.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     expert.add_argument("--out", required=True, metavar="DIR", help="recordings directory (created)")
     add_demo_arguments(expert, image_size=96)
-    expert.add_argument("--camera", default="corner", help="the simulated arm's camera")
     expert.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
@@ -94,7 +93,8 @@ def _expert(args: argparse.Namespace) -> int:
 
     collect = CollectConfig(tasks=parse_tasks(args.tasks), episodes_per_task=args.episodes_per_task, workers=1,
                             seed=args.seed, max_attempts=args.max_attempts)
-    config = RosDemoConfig(out=args.out, collect=collect, image_size=args.image_size, camera=args.camera)
+    config = RosDemoConfig(out=args.out, collect=collect, image_size=args.image_size,
+                           cameras=parse_cameras(args.camera))
     summary = record_expert_demos(config, log=lambda line: print(line, file=sys.stderr), progress=not args.no_progress)
     if args.json:
         print(json.dumps(summary))

@@ -3,7 +3,8 @@
 The checkpoint (config.json, model.safetensors, MODEL_CARD.md) is written every --checkpoint-every steps
 and at the end, with metrics.jsonl and training_curves.png next to it. --resume continues from the
 optimiser state saved there. --init starts from another checkpoint (fine-tuning); layers whose shapes do
-not fit (another joint set or image size) are re-initialised and listed.
+not fit (another joint set or image size) are re-initialised and listed; with other cameras, the cameras
+both models share keep their learned embedding and the new ones start fresh.
 
 examples:
   dream-vla-ros train --dataset data/mt10 --out models/metaworld_mt10 --preset sim --minutes 45
@@ -22,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="sim", help="model preset: tiny, sim or orin")
     parser.add_argument("--decoder", default="", choices=["", "recurrent", "discrete"], help="override the decoder")
     parser.add_argument("--init", default="", help="checkpoint to start from (fine-tuning)")
+    parser.add_argument("--cameras", default="", metavar="NAMES",
+                        help="comma list of dataset cameras the model reads, in order (default: all of them)")
     parser.add_argument("--steps", type=int, default=20000, help="optimiser steps (the LR schedule spans them)")
     parser.add_argument("--minutes", type=float, default=0.0, help="stop after this many minutes (0: no limit)")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -42,6 +45,7 @@ def main(args: argparse.Namespace) -> int:
 
     config = TrainConfig(
         dataset=args.dataset, out=args.out, preset=args.preset, init=args.init, decoder=args.decoder,
+        cameras=tuple(c.strip() for c in args.cameras.split(",") if c.strip()),
         steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every, seed=args.seed, threads=args.threads, device=args.device,
     )

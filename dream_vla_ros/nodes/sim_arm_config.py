@@ -20,16 +20,15 @@ class SimArmNodeConfig:
     seed: seed of the next episode (object and goal placement); may change at run time.
     phrasing_split: instruction phrasings the ~/reset answer draws from: train or heldout; may change.
     phrasing_index: which phrasing of the split (modulo their number); may change at run time.
-    camera: Meta-World camera rendered to camera_topic (corner, corner2, corner3, corner4, topview,
-        behindGripper, gripperPOV); upright.
+    cameras: Meta-World cameras rendered, each to its topic of camera_topics (corner, corner2, corner3, corner4,
+        topview, behindGripper, gripperPOV); upright; an image's header.frame_id is its camera's name.
+    camera_topics: sensor_msgs/Image rgb8 topic per camera, in the order of cameras (sensor-data QoS).
     width: image width in pixels.
     height: image height in pixels.
-    camera_rate: frames per second published on camera_topic (at most the physics rate, 80 Hz; frames
-        are rendered on the physics step at or after each frame time).
+    camera_rate: frames per second published by every camera (at most the physics rate, 80 Hz; the
+        frames of all cameras are rendered on the physics step at or after each frame time, with one stamp).
     joint_state_rate: joint states per second on joint_states_topic (at most the physics rate, 80 Hz).
-    camera_topic: sensor_msgs/Image rgb8 (sensor-data QoS).
     joint_states_topic: sensor_msgs/JointState with names, positions, velocities (sensor-data QoS).
-    frame_id: header.frame_id of the camera images.
     controller: name of the simulated JointTrajectoryController; it listens on <controller>/joint_trajectory.
     interpolate_from_desired_state: start each new trajectory from the last commanded state instead of the
         measured one (the JTC parameter of Jazzy; Humble's open_loop_control).
@@ -55,14 +54,13 @@ class SimArmNodeConfig:
     seed: int = 0
     phrasing_split: str = "train"
     phrasing_index: int = 0
-    camera: str = "corner"
+    cameras: tuple[str, ...] = ("corner",)
     width: int = 128
     height: int = 128
     camera_rate: float = 30.0
     joint_state_rate: float = 80.0
-    camera_topic: str = "/camera/image_raw"
+    camera_topics: tuple[str, ...] = ("/camera/image_raw",)
     joint_states_topic: str = "/joint_states"
-    frame_id: str = "camera"
     controller: str = "arm_controller"
     interpolate_from_desired_state: bool = False
     stopped_velocity_tolerance: float = 0.01
@@ -82,13 +80,20 @@ class SimArmNodeConfig:
         require(self.phrasing_split in PHRASING_SPLITS, "phrasing_split",
                 f"must be one of {', '.join(PHRASING_SPLITS)}, got {self.phrasing_split!r}")
         require(self.phrasing_index >= 0, "phrasing_index", f"must be >= 0, got {self.phrasing_index}")
-        require(self.camera in CAMERAS, "camera", f"unknown camera {self.camera!r}; known: {', '.join(CAMERAS)}")
+        require(len(self.cameras) >= 1, "cameras", "at least one camera is needed")
+        for name in self.cameras:
+            require(name in CAMERAS, "cameras", f"unknown camera {name!r}; known: {', '.join(CAMERAS)}")
+        require(len(set(self.cameras)) == len(self.cameras), "cameras", f"names must not repeat, got {self.cameras}")
+        require(len(self.camera_topics) == len(self.cameras), "camera_topics",
+                f"one topic per camera: {len(self.camera_topics)} topic(s) for {len(self.cameras)} camera(s)")
+        require(all(self.camera_topics), "camera_topics", "topics must be non-empty")
+        require(len(set(self.camera_topics)) == len(self.camera_topics), "camera_topics", "topics must not repeat")
         require(16 <= self.width <= 2048, "width", f"must be in [16, 2048] pixels, got {self.width}")
         require(16 <= self.height <= 2048, "height", f"must be in [16, 2048] pixels, got {self.height}")
         for name in ("camera_rate", "joint_state_rate"):
             value = getattr(self, name)
             require(math.isfinite(value) and value > 0.0, name, f"must be > 0 Hz, got {value}")
-        for name in ("camera_topic", "joint_states_topic", "controller"):
+        for name in ("joint_states_topic", "controller"):
             require(bool(getattr(self, name)), name, "must be non-empty")
         require(self.max_steps >= 0, "max_steps", f"must be >= 0, got {self.max_steps}")
         require(0.0 <= self.reset_pause <= 10.0, "reset_pause", f"must be in [0, 10] s, got {self.reset_pause}")

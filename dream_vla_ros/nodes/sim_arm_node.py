@@ -2,8 +2,9 @@
 
 Interfaces (names relative to the node's namespace; ``~`` = the node's name, ``sim_arm`` by default):
 
-- publishes ``camera_topic`` (``/camera/image_raw``, sensor_msgs/Image rgb8, sensor-data QoS: best effort,
-  keep last 1) at ``camera_rate`` (30 Hz), rendered from the physics state at the stamp;
+- publishes one topic per camera of ``cameras`` (``camera_topics``, default ``/camera/image_raw`` for
+  ``corner``; sensor_msgs/Image rgb8, frame_id = the camera's name, sensor-data QoS: best effort, keep last 1)
+  at ``camera_rate`` (30 Hz), every camera rendered from the physics state at the same stamp;
 - publishes ``joint_states_topic`` (``/joint_states``, sensor_msgs/JointState: ``right_j0`` .. ``right_j6``
   in rad and ``gripper`` in -1 open .. +1 closed, positions and velocities; reliable keep last 1, which
   matches best-effort and reliable subscribers alike) at ``joint_state_rate`` (80 Hz, the physics rate);
@@ -61,7 +62,7 @@ clock); if it falls more than ``max_lag`` behind (overloaded machine), it skips 
 lag event, like a controller missing updates. With ``use_sim_time: true`` the node publishes ``/clock`` from
 the simulation (starting at one physics step) and stamps with it; ``real_time_factor`` then sets the pace
 (above 1 runs faster than the wall clock, only when asked). Rendering happens only for camera frames, and
-only while the camera topic has a subscriber (about 18 ms per 128 px frame on llvmpipe, against ~0.8 ms per
+only for cameras whose topic has a subscriber (about 18 ms per 128 px frame on llvmpipe, against ~0.8 ms per
 physics step).
 """
 
@@ -205,7 +206,8 @@ class SimArmNode(Node):
 
         io_group = MutuallyExclusiveCallbackGroup()
         reset_group = MutuallyExclusiveCallbackGroup()
-        self._image_pub = self.create_publisher(Image, config.camera_topic, qos.SENSOR)
+        self._image_pubs = {camera: self.create_publisher(Image, topic, qos.SENSOR)
+                            for camera, topic in zip(config.cameras, config.camera_topics, strict=True)}
         self._joint_pub = self.create_publisher(JointState, config.joint_states_topic, JOINT_STATE_QOS)
         self._success_pub = self.create_publisher(Bool, "~/success", LATCHED_QOS)
         self._episode_pub = self.create_publisher(String, "~/episode", EPISODE_QOS)
@@ -226,9 +228,11 @@ class SimArmNode(Node):
         clock = "/clock (sim time)" if self.use_sim_time else "the wall clock"
         action = (f" and {self.resolve_topic_name(config.action_name)}" if self._action_server is not None
                   else " (no control_msgs: no follow_joint_trajectory action)")
+        cameras = ", ".join(f"{camera} on {self.resolve_topic_name(pub.topic_name)}"
+                            for camera, pub in self._image_pubs.items())
         self.get_logger().info(
-            f"simulated arm: {config.camera} camera {config.width}x{config.height} at {config.camera_rate:g} Hz "
-            f"on {self.resolve_topic_name(config.camera_topic)}, joint states at {config.joint_state_rate:g} Hz, "
+            f"simulated arm: cameras {cameras} {config.width}x{config.height} at {config.camera_rate:g} Hz, "
+            f"joint states at {config.joint_state_rate:g} Hz, "
             f"controller on {self.resolve_topic_name(config.trajectory_topic)}{action}, paced to {clock}"
         )
 
@@ -472,7 +476,7 @@ class _SimulationLoop:
         self.config = config
         self.dt = CONTROL_DT
         self.arm = JointArm(SimArmConfig(
-            task=config.task, cameras=(config.camera,), width=config.width, height=config.height,
+            task=config.task, cameras=config.cameras, width=config.width, height=config.height,
             seed=config.seed, max_steps=1_000_000_000,
         ))
         self.follower = TrajectoryFollower(JOINT_NAMES, config.interpolate_from_desired_state)
@@ -692,12 +696,13 @@ class _SimulationLoop:
                 node._counts["joint_states"] += 1
         if t >= self.next_frame - 1e-9:
             self.next_frame = max(self.next_frame + self.camera_period, t + 0.5 * self.dt)
-            if node._image_pub.get_subscription_count() == 0:
+            watched = [(c, pub) for c, pub in node._image_pubs.items() if pub.get_subscription_count() > 0]
+            if not watched:
                 return  # nobody looks: skip the render (about 70% of the simulation's CPU time)
             started = time.perf_counter()
-            image = self.arm.render()
+            for camera, publisher in watched:
+                publisher.publish(rgb_to_image(self.arm.render(camera), "rgb8", stamp, camera))
             render_ms = (time.perf_counter() - started) * 1e3
-            node._image_pub.publish(rgb_to_image(image, "rgb8", stamp, self.config.frame_id))
             node._camera_rate.tick(time.monotonic())
             with node._lock:
                 node._render_ms.append(render_ms)

@@ -347,7 +347,7 @@ class RosSession:
         sim_values = {**node_section(data, "sim_arm", str(self.bringup.config_file)), **sim.parameters}
         controller = _topic(str(sim_values.get("controller", "arm_controller")), "arm_controller")
         self.trajectory_topic = f"{prefix}{controller}/joint_trajectory"
-        self.camera_topic = str(sim_values.get("camera_topic", "/camera/image_raw"))
+        self.camera_topic = str(next(iter(sim_values.get("camera_topics", ["/camera/image_raw"]))))
         self.has_policy = "policy_node" in names
         goal = "/goal"
         if self.has_policy:
@@ -605,11 +605,37 @@ def run_policy_episode(session: RosSession, config: EvalConfig, profile: ChunkPr
                          time.monotonic() - started, k, latency, inference, int(end.get("lag_events", 0)))
 
 
+def _checkpoint_model(model: str | Path) -> dict[str, Any]:
+    """The ``model`` section of a checkpoint's config.json (no torch)."""
+    from dream_vla_ros.paths import resolve_model
+    from dream_vla_ros.policy.config import read_checkpoint_config
+
+    return dict(read_checkpoint_config(resolve_model(model)).get("model", {}))
+
+
+def checkpoint_cameras(model: str | Path) -> tuple[str, ...]:
+    """The cameras a checkpoint reads, in its token order (``vision.cameras`` in its config.json)."""
+    return tuple(_checkpoint_model(model).get("vision", {}).get("cameras", ()))
+
+
+def camera_wiring(cameras: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Simulated-arm cameras and their topics (``/camera/<name>/image_raw``) for a model reading ``cameras``."""
+    from dream_vla_ros.sim.joint_arm import CAMERAS
+
+    unknown = [c for c in cameras if c not in CAMERAS]
+    if not cameras or unknown:
+        raise ConfigError(f"model: it reads cameras {list(cameras)}; the simulated arm has {', '.join(CAMERAS)}")
+    return list(cameras), [f"/camera/{name}/image_raw" for name in cameras]
+
+
 def policy_overrides(config: EvalConfig, halting: Halting, profile_path: Path) -> dict[str, dict[str, Any]]:
+    """Node parameters of an evaluation graph: the model, its halting, and the arm's cameras wired to it."""
+    cameras, topics = camera_wiring(checkpoint_cameras(config.model))
     overrides = {
         "policy_node": {"model": str(config.model), "device": config.device, "threads": config.threads,
-                        "profile_path": str(profile_path), **halting.overrides()},
-        "sim_arm": {"task": config.tasks[0], "max_steps": config.max_steps, "phrasing_split": config.phrasings},
+                        "profile_path": str(profile_path), "camera_topics": topics, **halting.overrides()},
+        "sim_arm": {"task": config.tasks[0], "max_steps": config.max_steps, "phrasing_split": config.phrasings,
+                    "cameras": cameras, "camera_topics": topics},
     }
     if config.controller_interface != "topic":
         overrides["chunk_executor"] = {"controller_interface": config.controller_interface}
@@ -661,11 +687,7 @@ def evaluate_policy(config: EvalConfig, halting: Halting, work_dir: Path, log: L
 
 def checkpoint_k_max(model: str | Path) -> int:
     """The checkpoint's default cap on core iterations (``halting.k_max`` in its config.json)."""
-    from dream_vla_ros.paths import resolve_model
-    from dream_vla_ros.policy.config import read_checkpoint_config
-
-    document = read_checkpoint_config(resolve_model(model))
-    return int(document.get("model", {}).get("halting", {}).get("k_max", 12))
+    return int(_checkpoint_model(model).get("halting", {}).get("k_max", 12))
 
 
 def sweep_settings(k_max: int) -> list[Halting]:

@@ -43,7 +43,7 @@ class RosDemoConfig:
 
     out: recordings directory (the recorder's ``out_dir``; the node graph's params file is written there too).
     collect: tasks, demonstrations per task, first seed and attempts (as ``dream-vla-ros collect``).
-    image_size: square camera image (px); camera: the sim_arm camera.
+    image_size: square camera image (px); cameras: the sim_arm cameras recorded (``/camera/<name>/image_raw``).
     idle: s recorded before the trajectory starts; settle: s recorded after the success event.
     max_steps: physics steps before an episode is truncated (and discarded).
     domain_id: ROS_DOMAIN_ID of the private graph (None: a random one in 120..229).
@@ -52,7 +52,7 @@ class RosDemoConfig:
     out: str
     collect: CollectConfig = field(default_factory=CollectConfig)
     image_size: int = 96
-    camera: str = "corner"
+    cameras: tuple[str, ...] = ("corner",)
     idle: float = 0.2
     settle: float = 0.3
     max_steps: int = 500
@@ -70,13 +70,15 @@ def write_graph(config: RosDemoConfig) -> Path:
     """The params file of the graph: sim_arm (config/sim_arm.yaml, resized) and the recorder (config/recorder.yaml)."""
     from dream_vla_ros.configuration import node_section, read_yaml
     from dream_vla_ros.paths import config_dir
+    from dream_vla_ros.train.evaluation import camera_wiring
 
     first = config.collect.tasks[0]
     sim = node_section(read_yaml(config_dir() / "sim_arm.yaml"), "sim_arm")
-    sim.update(task=first, camera=config.camera, width=config.image_size, height=config.image_size,
+    cameras, topics = camera_wiring(config.cameras)
+    sim.update(task=first, cameras=cameras, camera_topics=topics, width=config.image_size, height=config.image_size,
                max_steps=config.max_steps)
     recorder = node_section(read_yaml(config_dir() / "recorder.yaml"), "recorder")
-    recorder.update(out_dir=str(Path(config.out).resolve()), camera_names=[config.camera])
+    recorder.update(out_dir=str(Path(config.out).resolve()), camera_topics=topics, camera_names=cameras)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / GRAPH_FILE

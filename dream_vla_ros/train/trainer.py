@@ -45,6 +45,7 @@ class TrainConfig:
 
     dataset: dataset directory (see docs/dataset_format.md); out: checkpoint directory to write.
     preset: model preset (tiny, sim, orin); init: optional checkpoint to start from (fine-tuning).
+    cameras: dataset cameras the model reads, in token order (empty: every camera of the dataset).
     decoder: override the preset's decoder kind ("" keeps it).
     steps: optimiser steps (the cosine schedule spans them); minutes: wall-clock budget (0 = none).
     shift_pixels: random-shift augmentation; vary_phrasing: draw a training phrasing of the task per sample.
@@ -56,6 +57,7 @@ class TrainConfig:
     out: str
     preset: str = "sim"
     init: str = ""
+    cameras: tuple[str, ...] = ()
     decoder: str = ""
     steps: int = 20000
     minutes: float = 0.0
@@ -145,10 +147,10 @@ def _model_config(config: TrainConfig, dataset: Dataset) -> ModelConfig:
         model_config = dataclasses.replace(
             model_config, decoder=dataclasses.replace(model_config.decoder, kind=config.decoder))
     meta = dataset.meta
-    cameras = tuple(meta.cameras)
-    if len(cameras) != len(model_config.vision.cameras):
-        raise ConfigError(f"cameras: the dataset has {len(cameras)} ({', '.join(cameras)}), preset "
-                          f"{config.preset} reads {len(model_config.vision.cameras)}")
+    cameras = config.cameras or tuple(meta.cameras)
+    missing = [c for c in cameras if c not in meta.cameras]
+    if missing:
+        raise ConfigError(f"cameras: {', '.join(missing)} not in the dataset (it has {', '.join(meta.cameras)})")
     return dataclasses.replace(
         model_config,
         joint_names=tuple(meta.joint_names),

@@ -87,9 +87,10 @@ def test_reset_answers_the_instruction_and_sensors_stream(ros):
     from dream_vla_ros.sim.joint_arm import JOINT_NAMES
     from dream_vla_ros.sim.tasks import instruction
 
-    start_arm(ros)
-    frames, events = [], []
+    start_arm(ros, cameras=["corner", "topview"], camera_topics=["/camera/image_raw", "/camera/top/image_raw"])
+    frames, top_frames, events = [], [], []
     ros.node.create_subscription(Image, "/camera/image_raw", frames.append, qos.SENSOR)
+    ros.node.create_subscription(Image, "/camera/top/image_raw", top_frames.append, qos.SENSOR)
     ros.node.create_subscription(String, f"{NODE}/episode", lambda m: events.append(json.loads(m.data)), EPISODE_QOS)
     joints = JointLog(ros)
 
@@ -97,11 +98,18 @@ def test_reset_answers_the_instruction_and_sensors_stream(ros):
     assert event["task"] == "push" and event["seed"] == 7
     assert event["instruction"] == instruction("push", 1, "heldout")
     frames.clear()
+    top_frames.clear()
     joints.samples.clear()
     spin_for(ros, 1.0)
     assert 15 <= len(frames) <= 40, len(frames)  # 30 Hz on a shared machine
+    assert 15 <= len(top_frames) <= 40, len(top_frames)
     assert (frames[-1].width, frames[-1].height, frames[-1].encoding) == (64, 64, "rgb8")
     assert len(frames[-1].data) == 64 * 64 * 3
+    assert (frames[-1].header.frame_id, top_frames[-1].header.frame_id) == ("corner", "topview")
+    corner_stamps = {(f.header.stamp.sec, f.header.stamp.nanosec) for f in frames}
+    assert sum((f.header.stamp.sec, f.header.stamp.nanosec) in corner_stamps for f in top_frames) >= 10, \
+        "both cameras render the same physics states"
+    assert bytes(frames[-1].data) != bytes(top_frames[-1].data)
     assert len(joints.samples) >= 40, len(joints.samples)  # 80 Hz
     _, _, position, velocity, names = joints.samples[-1]
     assert names == list(JOINT_NAMES) and position.shape == (8,) and velocity.shape == (8,)

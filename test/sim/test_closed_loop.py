@@ -1,8 +1,10 @@
 """A short closed-loop episode through ROS 2: sim_arm, policy_node and chunk_executor as separate processes, driven
-the way `dream-vla-ros eval` drives them, with a random-weight `tiny` model (the loop runs; success is not asked)."""
+the way `dream-vla-ros eval` drives them, with a random-weight `tiny` model reading two of the arm's cameras (the
+loop runs; success is not asked)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -20,6 +22,7 @@ def tiny_sawyer_model(tmp_path_factory):
 
     torch.manual_seed(0)
     config = preset("tiny", joint_names=SAWYER_JOINTS, normalization=NormalizationConfig(action_mode="delta"))
+    config = dataclasses.replace(config, vision=dataclasses.replace(config.vision, cameras=("corner", "topview")))
     return save_checkpoint(build_model(config), tmp_path_factory.mktemp("models") / "tiny_sawyer")
 
 
@@ -34,6 +37,8 @@ def test_tiny_policy_drives_the_simulated_arm_through_ros(tiny_sawyer_model, tmp
                            domain_id=allocate_domain_id())
     profile_path = tmp_path / "profile.jsonl"
     overrides = ev.policy_overrides(config, ev.ADAPTIVE, profile_path)
+    assert overrides["sim_arm"]["cameras"] == ["corner", "topview"]
+    assert overrides["policy_node"]["camera_topics"] == ["/camera/corner/image_raw", "/camera/topview/image_raw"]
     overrides["sim_arm"].update(width=64, height=64)
     session = ev.RosSession(config.config, overrides=overrides, domain_id=config.domain_id, log=lambda _: None)
     positions: list[np.ndarray] = []

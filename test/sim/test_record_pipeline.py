@@ -57,7 +57,7 @@ def test_expert_over_ros_is_recorded_built_trained_and_drives_the_arm(tmp_path):
     assert len(kept) >= 3, "the scripted expert solves reach"
     for episode in kept:
         counts = episode["counts"]
-        assert counts["/camera/image_raw"]["written"] >= 20 and counts["/joint_states"]["written"] >= 60, counts
+        assert counts["/camera/corner/image_raw"]["written"] >= 20 and counts["/joint_states"]["written"] >= 60, counts
         assert counts["/arm_controller/joint_trajectory"]["written"] == 1
         assert all(c["dropped_backlog"] == 0 for c in counts.values())
 
@@ -69,7 +69,7 @@ def test_expert_over_ros_is_recorded_built_trained_and_drives_the_arm(tmp_path):
     assert report["totals"]["episodes"] == len(kept) and result.meta.joint_names == JOINT_NAMES
     assert result.meta.cameras == {"corner": (SIZE, SIZE)}
     for entry in report["episodes"]:
-        assert entry["streams"]["/camera/image_raw"]["rate_hz"] == pytest.approx(30, rel=0.2)
+        assert entry["streams"]["/camera/corner/image_raw"]["rate_hz"] == pytest.approx(30, rel=0.2)
         assert entry["streams"]["/joint_states"]["rate_hz"] == pytest.approx(80, rel=0.2)
         assert entry["action"]["rejected"] == {} and entry["trimmed_frames"] >= 4  # the idle start went
     dataset = Dataset(tmp_path / "dataset")

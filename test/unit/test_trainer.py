@@ -108,3 +108,39 @@ def test_init_transfers_matching_layers_and_reports_the_rest():
     assert all("shape" in why for _, why in report.reinitialised)
     copied = report.copied[0]
     assert torch.equal(target.state_dict()[copied], source.state_dict()[copied])
+
+
+def test_init_matches_camera_embeddings_by_name_and_starts_new_cameras_fresh():
+    from dream_vla_ros.policy.config import preset
+
+    def model(cameras):
+        config = preset("tiny")
+        return VlaModel(dataclasses.replace(config, vision=dataclasses.replace(config.vision, cameras=cameras)))
+
+    source = model(("scene", "wrist"))
+    target = model(("wrist", "top", "scene"))
+    fresh = target.state_dict()["vision.camera"].clone()
+    report = transfer_weights(target, source)
+    rows, learned = target.state_dict()["vision.camera"], source.state_dict()["vision.camera"]
+    assert torch.equal(rows[0], learned[1]) and torch.equal(rows[2], learned[0])
+    assert torch.equal(rows[1], fresh[1])
+    assert ("vision.camera", "rows of the new camera(s) top") in report.reinitialised
+    assert "vision.stem.0.weight" in report.copied  # the shared stem fits whatever the camera count
+
+
+def test_training_reads_the_chosen_dataset_cameras(tmp_path):
+    writer = DatasetWriter(tmp_path / "two", JOINTS, 0.05, {"left": (32, 32), "right": (32, 32)},
+                           phrasings={"up": {"train": ["move up"], "heldout": []}})
+    steps = 12
+    proprio = (0.02 * np.arange(steps)[:, None] * np.ones(3)).astype(np.float32)
+    images = {name: np.full((steps, 32, 32, 3), value, np.uint8) for name, value in (("left", 50), ("right", 150))}
+    entries = [writer.write(Episode(images=images, proprio=proprio, actions=proprio + 0.02, task="up",
+                                    instruction="move up", seed=i), i) for i in range(2)]
+    writer.finalize(entries)
+    both = train(config(tmp_path / "two", tmp_path / "both", steps=2, val_fraction=0.0), log=lambda _: None)
+    assert load_checkpoint(both.out).config.vision.cameras == ("left", "right")
+    right = train(config(tmp_path / "two", tmp_path / "right", steps=2, val_fraction=0.0, cameras=("right",)),
+                  log=lambda _: None)
+    assert load_checkpoint(right.out).config.vision.cameras == ("right",)
+    with pytest.raises(Exception, match="middle not in the dataset"):
+        train(config(tmp_path / "two", tmp_path / "bad", steps=2, cameras=("middle",)), log=lambda _: None)
