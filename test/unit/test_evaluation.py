@@ -71,3 +71,19 @@ def test_summary_report_and_plots(tmp_path):
     files = ev.write_outputs(result, tmp_path / "out")
     assert json.loads((tmp_path / "out" / "results.json").read_text())["mean_success"] == pytest.approx(0.75)
     assert {p.split("/")[-1] for p in files["plots"]} == {"success_per_task.png", "k_histogram.png", "k_sweep.png"}
+
+
+def test_camera_wiring_gives_each_model_camera_its_own_topic():
+    cameras, topics = ev.camera_wiring(("corner", "topview"))
+    assert cameras == ["corner", "topview"]
+    assert topics == ["/camera/corner/image_raw", "/camera/topview/image_raw"]
+    with pytest.raises(ConfigError, match="wrist"):
+        ev.camera_wiring(("corner", "wrist"))  # a real robot's camera: the simulated arm has none of that name
+    with pytest.raises(ConfigError):
+        ev.camera_wiring(())
+
+
+def test_checkpoint_cameras_are_read_without_loading_weights(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model": {"vision": {"cameras": ["corner", "topview"]}}}))
+    assert ev.checkpoint_cameras(tmp_path) == ("corner", "topview")
+    assert ev.checkpoint_cameras("metaworld_mt10")  # the shipped model, by name
