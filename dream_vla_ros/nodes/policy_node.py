@@ -104,7 +104,7 @@ class PolicyNode(LifecycleNode):
         self._joints: tuple[np.ndarray, float] | None = None
         self._request: tuple[str, float] | None = None
         self._served: tuple[str, float] = ("", 0.0)  # request answered last, and when
-        self._subscriptions: list[Any] = []
+        self._inputs: list[Any] = []  # our subscriptions (rclpy.Node owns the name `_subscriptions`)
         self._rates: dict[str, RateMeter] = {}
         self._counts = {"frames_received": 0, "frames_rejected": 0, "frames_dropped": 0, "requests": 0,
                         "inferences": 0, "chunks_published": 0, "inference_failures": 0}
@@ -198,11 +198,11 @@ class PolicyNode(LifecycleNode):
         for camera, topic in zip(self._cameras, config.camera_topics, strict=True):
             compressed = is_compressed_topic(topic)
             self._rates[f"camera {camera}"] = RateMeter()
-            self._subscriptions.append(self.create_subscription(
+            self._inputs.append(self.create_subscription(
                 CompressedImage if compressed else Image, topic, self._image_callback(camera, compressed), qos.SENSOR
             ))
         self._rates["joint_states"] = RateMeter()
-        self._subscriptions += [
+        self._inputs += [
             self.create_subscription(JointState, config.joint_states_topic, self._on_joint_state, qos.SENSOR),
             self.create_subscription(String, config.goal_topic, self._on_goal, qos.GOAL),
             self.create_subscription(Header, config.chunk_request_topic, self._on_request, qos.REQUEST),
@@ -242,9 +242,9 @@ class PolicyNode(LifecycleNode):
         deadline = time.monotonic() + 10.0
         while self._worker.busy and time.monotonic() < deadline:
             time.sleep(0.01)
-        for subscription in self._subscriptions:
+        for subscription in self._inputs:
             self.destroy_subscription(subscription)
-        self._subscriptions = []
+        self._inputs = []
         with self._lock:
             self.config, self.engine, self._mapper = None, None, None
             self._frames, self._joints, self._request = {}, None, None

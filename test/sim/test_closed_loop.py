@@ -66,6 +66,6 @@ def test_tiny_policy_drives_the_simulated_arm_through_ros(tiny_sawyer_model, tmp
         assert result.latency_ms and all(0.0 < v < 2000.0 for v in result.latency_ms)
     moved = np.max(np.abs(np.array(positions)[:, :7] - positions[0][:7]))
     assert moved > 1e-3, "the arm moves under the policy's chunks"
-    assert codes["sim_arm"] == 0, codes  # the arm shuts down cleanly on SIGINT
+    assert set(codes.values()) == {0}, codes  # every node shuts down cleanly on SIGINT
     summary = ev.summarize(results, config)
     assert summary["tasks"]["reach"]["episodes"] == 2 and summary["k_mean"] is not None
