@@ -1,11 +1,14 @@
-"""Build a training dataset from recorded episodes (rosbag2 directories of `dream-vla-ros record`).
+"""Build a training dataset from recorded episodes (rosbag2 directories of `dream-vla-ros record`), or merge datasets.
 
   build BAGS... --out DIR   time-align cameras and joints at the policy rate, derive action targets from the
                             action source, compute normalisation statistics, split train/validation by episode,
                             and write the dataset format the simulation demos use (docs/dataset_format.md),
                             with report.json and report.md. Unusable bags are refused with their reasons.
+  merge DATASETS... --out DIR
+                            one dataset from several with the same joints, dt and cameras (episode files
+                            hard-linked, statistics recomputed, repeated (task, seed) episodes skipped).
 
-Run 'dream-vla-ros dataset build --help' for the options. See docs/recording.md for the whole path
+Run 'dream-vla-ros dataset build --help' (or merge --help) for the options. See docs/recording.md for the whole path
 (teleoperate -> record -> dataset -> train -> export -> deploy).
 """
 
@@ -45,6 +48,18 @@ examples:
   dream-vla-ros dataset build data/teleop --out data/leader --action-source leader \\
       --action-topic /leader/joint_states --leader-joints l_j0,l_j1,l_j2,l_j3,l_j4,l_j5,l_gripper
 then: dream-vla-ros train --dataset data/my_arm --out runs/my_arm --init models/metaworld_mt10 --steps 5000
+"""
+
+MERGE_HELP = """Merge datasets (`collect` runs, `dataset build` outputs) into one.
+
+The datasets must have the same joint names, dt and cameras. Episode files are hard-linked where the
+filesystem allows (else copied) and renumbered in the order given; normalisation statistics are recomputed
+over all episodes. An episode whose (task, seed) an earlier dataset already holds is skipped. Phrasings are
+united per task; one that is held out in a dataset and trained on in another is refused.
+
+examples:
+  dream-vla-ros collect --out data/mt10_b --episodes-per-task 100 --seed 2000
+  dream-vla-ros dataset merge data/mt10 data/mt10_b --out data/mt10_all
 """
 
 
@@ -95,6 +110,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
     build.add_argument("--strict", action="store_true", help="exit with status 1 when any bag was refused")
     build.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    merge = sub.add_parser("merge", help="merge datasets into one", description=MERGE_HELP,
+                           formatter_class=_Formatter)
+    merge.add_argument("datasets", nargs="+", metavar="DATASETS", help="dataset directories, in order")
+    merge.add_argument("--out", required=True, metavar="DIR", help="dataset directory to write")
+    merge.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -102,6 +122,11 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.action == "merge":
+        from dream_vla_ros.train.dataset_merge import merge_datasets
+
+        merge_datasets(args.datasets, args.out, overwrite=args.overwrite)
+        return 0
     from dream_vla_ros.train.bag_dataset import BuildConfig, build_dataset, markdown_report
 
     config = BuildConfig(

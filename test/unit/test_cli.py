@@ -59,3 +59,9 @@ def test_up_with_bad_config_prints_one_line_and_starts_nothing(tmp_path, capsys)
 def test_up_rejects_malformed_override(capsys):
     assert main(["up", "whatever", "--set", "no_equals_sign"]) == 2
     assert "expected NODE.PARAM:=VALUE" in capsys.readouterr().err
+
+
+def test_dataset_merge_refusal_is_one_line(tmp_path, capsys):
+    assert main(["dataset", "merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"dream-vla-ros dataset: error: {tmp_path / 'a'}: no meta.json (not a dataset directory)"

@@ -22,6 +22,7 @@ from dream_vla_ros.train.dataset import (
     load_meta,
     split_by_episode,
 )
+from dream_vla_ros.train.dataset_merge import merge_datasets
 
 JOINTS = ("j0", "j1", "gripper")
 CAMERAS = {"front": (8, 10), "wrist": (6, 6)}
@@ -194,3 +195,54 @@ def test_stats_normalize_round_trip_and_constant_columns():
     np.testing.assert_allclose(normalized[:, 0].mean(), 0.0, atol=1e-12)
     np.testing.assert_allclose(stats.denormalize(normalized), data)
     assert stats.q01[0] < stats.q99[0] and stats.min[1] == stats.max[1] == 0.7
+
+
+def write_dataset(root, episodes, phrasings=None, cameras=CAMERAS) -> None:
+    writer = DatasetWriter(root, JOINTS, DT, cameras,
+                           phrasings=phrasings or {"push": {"train": ["do push"], "heldout": ["x"]}})
+    writer.finalize([writer.write(ep, i) for i, ep in enumerate(episodes)])
+
+
+def test_merge_unites_episodes_recomputes_stats_and_skips_repeated_seeds(tmp_path):
+    rng = np.random.default_rng(3)
+    first = [make_episode(rng, 4, "push", 0), make_episode(rng, 6, "reach", 1)]
+    second = [make_episode(rng, 5, "push", 0), make_episode(rng, 3, "push", 7), make_episode(rng, 2, "reach", -1)]
+    write_dataset(tmp_path / "a", first)
+    write_dataset(tmp_path / "b", second, phrasings={"push": {"train": ["push it"], "heldout": ["y"]}})
+    lines = []
+    result = merge_datasets([tmp_path / "a", tmp_path / "b"], tmp_path / "ab", log=lines.append)
+
+    kept = [first[0], first[1], second[1], second[2]]
+    assert result.duplicates == ((str(tmp_path / "b"), "push", 0),)
+    assert any("skipped 1 episodes" in line for line in lines)
+    merged = Dataset(tmp_path / "ab")
+    assert [e.seed for e in merged.meta.episodes] == [0, 1, 7, -1]
+    for index, expected in enumerate(kept):
+        episode = merged.episode(index)
+        np.testing.assert_array_equal(episode.actions, expected.actions)
+        np.testing.assert_array_equal(episode.images["wrist"], expected.images["wrist"])
+    expected_stats = compute_stats([e.actions for e in kept])
+    np.testing.assert_allclose(merged.meta.stats["actions"].mean, expected_stats.mean)
+    assert merged.meta.phrasings["push"] == {"train": ["do push", "push it"], "heldout": ["x", "y"]}
+    assert merged.meta.tasks == ("push", "reach")
+    assert [s["episodes"] for s in merged.meta.source["merged_from"]] == [2, 3]
+    # The sources are untouched.
+    assert len(Dataset(tmp_path / "b")) == 3
+
+
+def test_merge_refuses_incompatible_sources_leaked_phrasings_and_its_own_source(tmp_path):
+    rng = np.random.default_rng(4)
+    write_dataset(tmp_path / "a", [make_episode(rng, 3)])
+    front_only = make_episode(rng, 3)
+    front_only = Episode(**{**front_only.__dict__, "images": {"front": front_only.images["front"]}})
+    write_dataset(tmp_path / "other_cams", [front_only], cameras={"front": (8, 10)})
+    write_dataset(tmp_path / "leak", [make_episode(rng, 3)], phrasings={"push": {"train": ["x"], "heldout": []}})
+    with pytest.raises(InputError, match=r"do not fit together.*cameras"):
+        merge_datasets([tmp_path / "a", tmp_path / "other_cams"], tmp_path / "out")
+    with pytest.raises(InputError, match=r"held out .* training phrasings.*push: 'x'"):
+        merge_datasets([tmp_path / "a", tmp_path / "leak"], tmp_path / "out")
+    with pytest.raises(InputError, match="also a source"):
+        merge_datasets([tmp_path / "a", tmp_path / "leak"], tmp_path / "a")
+    with pytest.raises(InputError, match="at least two"):
+        merge_datasets([tmp_path / "a"], tmp_path / "out")
+    assert not (tmp_path / "out" / META_FILE).exists()
