@@ -138,6 +138,24 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+class _NoAliasDumper(yaml.SafeDumper):
+    """SafeDumper that writes a value shared by two keys twice instead of as an anchor and alias."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def write_params_file(path: str | Path, document: Mapping[str, Any]) -> Path:
+    """Write a ROS 2 params file (``node: {ros__parameters: {...}}``) and return its path.
+
+    rcl's params parser refuses YAML anchors and aliases ("Will not support aliasing"), which PyYAML emits
+    when one list object is the value of two parameters; this writer never emits them.
+    """
+    path = Path(path)
+    path.write_text(yaml.dump(dict(document), Dumper=_NoAliasDumper, sort_keys=False))
+    return path
+
+
 def node_section(data: Mapping[str, Any], node_name: str, source: str = "config") -> dict[str, Any]:
     """Return the ``ros__parameters`` of ``node_name`` from a params-file mapping (``/**`` merged first)."""
     merged: dict[str, Any] = {}

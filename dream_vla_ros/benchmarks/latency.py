@@ -163,7 +163,7 @@ def _model(args: argparse.Namespace, folder: Path) -> tuple[Path, tuple[str, ...
 
 
 def _params(args: argparse.Namespace, folder: Path, model: Path, joints: tuple[str, ...]) -> Path:
-    import yaml
+    from dream_vla_ros.configuration import write_params_file
 
     cameras = 1
     policy = {
@@ -182,10 +182,8 @@ def _params(args: argparse.Namespace, folder: Path, model: Path, joints: tuple[s
             "window": {"stamp": "now_plus_lead", "lead": 0.0},
         },
     }
-    path = folder / "params.yaml"
-    path.write_text(yaml.safe_dump({"policy_node": {"ros__parameters": policy},
-                                    "chunk_executor": {"ros__parameters": executor}}))
-    return path
+    return write_params_file(folder / "params.yaml", {"policy_node": {"ros__parameters": policy},
+                                                      "chunk_executor": {"ros__parameters": executor}})
 
 
 def _rss_kb(pid: int) -> int:

@@ -162,18 +162,15 @@ def _sequence_gaps(bag: Path) -> dict[str, dict[str, int]]:
 
 
 def _params(args: argparse.Namespace, folder: Path) -> Path:
-    import yaml
 
-    from dream_vla_ros.configuration import node_section, read_yaml
+    from dream_vla_ros.configuration import node_section, read_yaml, write_params_file
     from dream_vla_ros.paths import config_dir
 
     values = node_section(read_yaml(config_dir() / "recorder.yaml"), "recorder")
     values.update(out_dir=str(folder / "bags"), camera_topics=[camera_topic(i) for i in range(args.cameras)],
                   joint_states_topic=JOINT_TOPIC, action_topics=[TRAJECTORY_TOPIC], goal_topic=GOAL_TOPIC,
                   compression=args.compression)
-    path = folder / "recorder.yaml"
-    path.write_text(yaml.safe_dump({"recorder": {"ros__parameters": values}}))
-    return path
+    return write_params_file(folder / "recorder.yaml", {"recorder": {"ros__parameters": values}})
 
 
 class _Services:

@@ -32,9 +32,7 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 def compose(bringup: Bringup, directory: str | Path | None = None) -> Bringup:
     """Replace the policy node and the chunk executor of ``bringup`` by one composed process."""
-    import yaml
-
-    from dream_vla_ros.configuration import ROS_PARAMETERS_KEY, read_yaml, unflatten
+    from dream_vla_ros.configuration import ROS_PARAMETERS_KEY, read_yaml, unflatten, write_params_file
     from dream_vla_ros.errors import ConfigError
 
     pair = [n for n in bringup.nodes if n.executable in (POLICY, EXECUTOR)]
@@ -50,7 +48,7 @@ def compose(bringup: Bringup, directory: str | Path | None = None) -> Bringup:
         shared.update({k: v for k, v in node.parameters.items() if k == "use_sim_time"})
     folder = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="dream_vla_composed_"))
     path = folder / f"{bringup.config_file.stem}_composed.yaml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    write_params_file(path, document)
     composed = NodeSpec(COMPOSED, COMPOSED, pair[0].namespace, path, shared)
     others = tuple(n for n in bringup.nodes if n not in pair)
     return dataclasses.replace(bringup, nodes=(composed, *others))

@@ -28,9 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from dream_vla_ros.configuration import require
+from dream_vla_ros.configuration import require, write_params_file
 from dream_vla_ros.errors import DreamVlaError
 from dream_vla_ros.sim.collect import CollectConfig, job_seeds, make_jobs
 
@@ -81,10 +79,8 @@ def write_graph(config: RosDemoConfig) -> Path:
     recorder.update(out_dir=str(Path(config.out).resolve()), camera_topics=topics, camera_names=cameras)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / GRAPH_FILE
-    path.write_text(yaml.safe_dump({"sim_arm": {"ros__parameters": sim},
-                                    "recorder": {"ros__parameters": recorder}}))
-    return path
+    return write_params_file(out / GRAPH_FILE, {"sim_arm": {"ros__parameters": sim},
+                                                "recorder": {"ros__parameters": recorder}})
 
 
 class RecorderClient:

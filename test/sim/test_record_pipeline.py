@@ -2,7 +2,8 @@
 node records it into rosbag2 episodes, the bags become a dataset, a `tiny` model trains on it briefly, and that
 model then drives the simulated arm closed loop through the policy node and the chunk executor.
 
-Selected with `pytest -m record`; marked slow (about 25 s on a shared 2-core machine, most of it process start-up)."""
+Selected alone with `pytest -m record`; part of `make test` (about 25 s on a shared 2-core machine, most of it process
+start-up), since it is the only test of `record expert`'s generated graph."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = [pytest.mark.record, pytest.mark.slow, pytest.mark.sim, pytest.mark.ros,
+pytestmark = [pytest.mark.record, pytest.mark.sim, pytest.mark.ros,
               pytest.mark.filterwarnings("ignore::DeprecationWarning:lark.*")]
 
 TASK = "reach"

@@ -14,9 +14,11 @@ from dream_vla_ros.configuration import (
     flatten,
     from_mapping,
     load_node_config,
+    read_yaml,
     require,
     to_mapping,
     unflatten,
+    write_params_file,
 )
 from dream_vla_ros.errors import ConfigError
 
@@ -78,6 +80,20 @@ def test_params_file_sections(tmp_path):
     )
     cfg = load_node_config(Example, path, "my_node", overrides={"limits.max_velocity": 0.25})
     assert (cfg.depth, cfg.rate_hz, cfg.limits.max_velocity) == (3, 5.0, 0.25)
+
+
+def test_params_file_writer_repeats_shared_values_for_rcl(tmp_path):
+    rclpy = pytest.importorskip("rclpy")
+    topics = ["/camera/corner/image_raw", "/camera/topview/image_raw"]
+    document = {"arm": {"ros__parameters": {"camera_topics": topics}},
+                "recorder": {"ros__parameters": {"camera_topics": topics, "out_dir": "bags"}}}
+    path = write_params_file(tmp_path / "graph.yaml", document)
+    assert "&" not in path.read_text() and "*" not in path.read_text()
+    assert read_yaml(path) == document
+    # rcl parses it (it refuses anchors and aliases: "Will not support aliasing").
+    context = rclpy.Context()
+    rclpy.init(args=["--ros-args", "--params-file", str(path)], context=context)
+    rclpy.shutdown(context=context)
 
 
 def test_missing_and_malformed_files(tmp_path):
