@@ -162,7 +162,6 @@ def _sequence_gaps(bag: Path) -> dict[str, dict[str, int]]:
 
 
 def _params(args: argparse.Namespace, folder: Path) -> Path:
-
     from dream_vla_ros.configuration import node_section, read_yaml, write_params_file
     from dream_vla_ros.paths import config_dir
 
