@@ -3,7 +3,7 @@
 The model (``--model``, or a random-init ``--preset``) is exported to a temporary directory (fp32 graphs and
 the int8 encoder), then each backend runs the same observations, interleaved round by round so machine load
 hits all alike. Backends: torch eager CPU fp32 (the reference), ONNX Runtime CPU fp32 and int8-encoder; with a
-CUDA GPU also torch CUDA fp32 eager, torch CUDA fp16 with CUDA graphs, ONNX Runtime's CUDA/TensorRT providers
+CUDA GPU also torch CUDA fp32 eager, torch CUDA fp32 and fp16 with CUDA graphs, ONNX Runtime's CUDA/TensorRT providers
 (when this onnxruntime build has them) and the TensorRT backend fp16 (when TensorRT is installed). Backends that
 cannot run here are listed with the reason.
 
@@ -45,6 +45,7 @@ def _candidates(work: Path, threads: int) -> list[tuple[str, str, dict[str, Any]
         ("onnxruntime_cpu_fp32", "onnxruntime", {"device": "cpu", "threads": threads}),
         ("onnxruntime_cpu_int8", "onnxruntime", {"device": "cpu", "threads": threads, "precision": "int8"}),
         ("torch_cuda_fp32", "torch", {"device": "cuda", "cuda_graphs": False}),
+        ("torch_cuda_fp32_graphs", "torch", {"device": "cuda"}),
         ("torch_cuda_fp16_graphs", "torch", {"device": "cuda", "precision": "fp16"}),
         ("onnxruntime_cuda_fp32", "onnxruntime", {"device": "cuda", "fallback": False}),
         ("onnxruntime_tensorrt_fp16", "onnxruntime", {"device": "cuda", "precision": "fp16", "fallback": False}),
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from dream_vla_ros.engines.export import export_model
     from dream_vla_ros.engines.loader import load_engine
-    from dream_vla_ros.errors import ConfigError, DreamVlaError
+    from dream_vla_ros.errors import ConfigError, DreamVlaError, EngineError
     from dream_vla_ros.paths import resolve_model
     from dream_vla_ros.policy.checkpoint import load_model_config, save_checkpoint
     from dream_vla_ros.policy.config import preset
@@ -90,13 +91,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             config = load_model_config(model_dir)
             weights = "random-init"
         export_dir = work / "onnx"
-        export = export_model(model_dir, export_dir, int8_encoder=config.decoder.kind == "recurrent")
+        int8_failure = ""
+        try:
+            export = export_model(model_dir, export_dir, int8_encoder=config.decoder.kind == "recurrent")
+        except EngineError as exc:  # the int8 graph is optional: the other backends still run
+            if "encode_int8" not in str(exc):
+                raise
+            int8_failure = str(exc)
+            export = export_model(model_dir, export_dir, int8_encoder=False)
         observations = [s.observation() for s in synthetic_samples(config, max(args.samples, args.parity_samples),
                                                                    np.random.default_rng(3))]
         backends: dict[str, dict[str, Any]] = {}
         engines: dict[str, Any] = {}
         for name, backend, settings in _candidates(work, args.threads):
             source = model_dir if backend == "torch" else export_dir
+            if int8_failure and settings.get("precision") == "int8":
+                backends[name] = {"available": False, "reason": int8_failure}
+                continue
             try:
                 engines[name] = load_engine(source, backend, **settings)
                 backends[name] = {"available": True, "reason": "", "engine": engines[name].name}

@@ -365,14 +365,18 @@ def _quantize_encode(out: Path, encode: dict[str, Any]) -> dict[str, Any]:
     level = root.level
     root.setLevel(logging.ERROR)  # the quantiser's advice to pre-process is logged on the root logger
     try:
-        quantize_dynamic(
-            out / encode["file"],
-            tmp,
-            op_types_to_quantize=["MatMul", "Gemm"],
-            weight_type=QuantType.QInt8,
-            extra_options={"MatMulConstBOnly": True},
-        )
-        onnx.checker.check_model(onnx.load(str(tmp)), full_check=True)
+        try:
+            quantize_dynamic(
+                out / encode["file"],
+                tmp,
+                op_types_to_quantize=["MatMul", "Gemm"],
+                weight_type=QuantType.QInt8,
+                extra_options={"MatMulConstBOnly": True},
+            )
+            onnx.checker.check_model(onnx.load(str(tmp)), full_check=True)
+        except Exception as exc:  # noqa: BLE001 - the quantiser and checker raise their own types
+            raise EngineError(f"export encode_int8: int8 quantisation failed ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0]}); export without --int8-encoder") from None
         os.replace(tmp, out / file)
     finally:
         root.setLevel(level)

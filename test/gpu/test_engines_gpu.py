@@ -87,6 +87,22 @@ def test_torch_cuda_reduced_precision(model_dir, observations, reference, precis
     print(f"\n{engine.name}: max diff {diff:.2e}, {_median_ms(engine, observations[0]):.2f} ms/chunk")
 
 
+def test_shipped_model_cuda_fp32_matches_cpu():
+    """The shipped sim model (convolutional stem: TF32 convolutions would move it by ~2e-4) within 1e-4."""
+    from dream_vla_ros.paths import resolve_model
+    from dream_vla_ros.policy.checkpoint import load_model_config
+
+    model = "metaworld_mt10"
+    config = load_model_config(resolve_model(model))
+    observations = [s.observation() for s in synthetic_samples(config, 8, np.random.default_rng(11))]
+    cpu = load_engine(model, "torch", device="cpu", threads=1)
+    reference = [cpu.infer(o) for o in observations]
+    for graphs in (False, True):
+        engine = load_engine(model, "torch", device="cuda", cuda_graphs=graphs)
+        diff = _compare(engine, observations, reference, atol=1e-4, same_k=1.0)
+        print(f"\nshipped model, {engine.name}: max diff {diff:.2e}")
+
+
 def test_cuda_graphs_replay_is_reused_and_deterministic(model_dir, observations):
     engine = load_engine(model_dir, "torch", device="cuda")
     a, b = engine.infer(observations[0]), engine.infer(observations[0])

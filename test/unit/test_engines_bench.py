@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 
 
-def test_bench_backends_json_keys(capsys):
+def _bench_tiny(capsys) -> dict:
     import torch
 
     from dream_vla_ros.commands import bench
@@ -25,7 +25,13 @@ def test_bench_backends_json_keys(capsys):
         assert bench.main(args) == 0
     finally:
         torch.set_num_threads(threads)
-    result = json.loads(capsys.readouterr().out)
+    return json.loads(capsys.readouterr().out)
+
+
+def test_bench_backends_json_keys(capsys):
+    import torch
+
+    result = _bench_tiny(capsys)
     assert {"backends", "ort_over_torch_cpu", "same_k_fraction"} <= set(result)
     keys = {"available", "reason", "latency_ms_median", "latency_ms_p90", "k_mean", "max_abs_diff_vs_torch"}
     for name, entry in result["backends"].items():
@@ -40,3 +46,21 @@ def test_bench_backends_json_keys(capsys):
     if not torch.cuda.is_available():
         assert not result["backends"]["tensorrt_fp16"]["available"]
         assert result["gpu_fastest_over_torch_eager"] is None
+
+
+def test_a_failing_int8_quantisation_leaves_the_other_backends_running(capsys, monkeypatch):
+    """Seen with onnxruntime 1.30's quantiser on a torch 2.11 export: its strict shape inference refused the
+    encode graph. The int8 backend is then listed as unavailable with that cause; nothing else is lost."""
+    import onnxruntime.quantization
+
+    def refuse(*_args, **_kwargs):
+        raise RuntimeError("[ShapeInferenceError] Inferred shape and existing shape differ")
+
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_dynamic", refuse)
+    result = _bench_tiny(capsys)
+    int8 = result["backends"]["onnxruntime_cpu_int8"]
+    assert not int8["available"]
+    assert "int8 quantisation failed" in int8["reason"] and "ShapeInferenceError" in int8["reason"]
+    assert result["backends"]["onnxruntime_cpu_fp32"]["available"]
+    assert result["ort_over_torch_cpu"] > 0
+    assert result["export"]["int8_accuracy"] is None
