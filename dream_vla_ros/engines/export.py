@@ -360,14 +360,20 @@ def _quantize_encode(out: Path, encode: dict[str, Any]) -> dict[str, Any]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     file = "encode_int8.onnx"
-    tmp = out / f".{file}.tmp"
+    tmp, source = out / f".{file}.tmp", out / f".{file}.source.tmp"
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantiser's advice to pre-process is logged on the root logger
     try:
         try:
+            # The quantiser re-runs strict shape inference over the exporter's intermediate shape annotations;
+            # torch 2.11's annotations failed it under onnxruntime 1.30 ("Inferred shape and existing shape
+            # differ"). They are optional, so the quantiser gets the graph without them and infers its own.
+            graph = onnx.load(str(out / encode["file"]))
+            del graph.graph.value_info[:]
+            onnx.save(graph, str(source))
             quantize_dynamic(
-                out / encode["file"],
+                source,
                 tmp,
                 op_types_to_quantize=["MatMul", "Gemm"],
                 weight_type=QuantType.QInt8,
@@ -380,8 +386,8 @@ def _quantize_encode(out: Path, encode: dict[str, Any]) -> dict[str, Any]:
         os.replace(tmp, out / file)
     finally:
         root.setLevel(level)
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
+        source.unlink(missing_ok=True)
     model = onnx.load(str(out / file))
     ops = sorted({n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}" for n in model.graph.node})
     return {

@@ -49,8 +49,8 @@ def test_bench_backends_json_keys(capsys):
 
 
 def test_a_failing_int8_quantisation_leaves_the_other_backends_running(capsys, monkeypatch):
-    """Seen with onnxruntime 1.30's quantiser on a torch 2.11 export: its strict shape inference refused the
-    encode graph. The int8 backend is then listed as unavailable with that cause; nothing else is lost."""
+    """A quantiser failure (onnxruntime 1.30's refused a torch 2.11 export before the export dropped the
+    exporter's shape annotations) lists the int8 backend as unavailable with its cause; nothing else is lost."""
     import onnxruntime.quantization
 
     def refuse(*_args, **_kwargs):

@@ -216,3 +216,29 @@ def test_discrete_decoder_export_matches_torch(tmp_path):
     want, got = policy.decode(inputs), engine.decode(inputs)
     np.testing.assert_array_equal(got.iterations, want.iterations)
     np.testing.assert_allclose(got.actions, want.actions, atol=1e-6)
+
+
+def test_int8_quantisation_ignores_the_exporters_stale_shape_annotations(trained, tmp_path):
+    """A torch 2.11 export carried an intermediate shape annotation that onnxruntime 1.30's quantiser refused
+    ("Inferred shape and existing shape differ"); the quantiser now gets the graph without them."""
+    import shutil
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from dream_vla_ros.engines.export import _quantize_encode
+
+    directory, _ = trained
+    out = Path(shutil.copytree(directory / "onnx", tmp_path / "onnx"))
+    encode = json.loads((out / "manifest.json").read_text())["graphs"]["encode"]
+    graph = onnx.load(str(out / encode["file"]))
+    stale = next(v for v in graph.graph.value_info
+                 if v.type.tensor_type.shape.dim and v.type.tensor_type.shape.dim[-1].dim_value > 1)
+    stale.type.tensor_type.shape.dim[-1].dim_value += 7
+    onnx.save(graph, str(out / encode["file"]))
+    with pytest.raises(Exception, match="differ"):  # the failure, reproduced with the graph as it is
+        quantize_dynamic(out / encode["file"], tmp_path / "direct.onnx", op_types_to_quantize=["MatMul"],
+                         weight_type=QuantType.QInt8)
+    entry = _quantize_encode(out, encode)
+    assert (out / entry["file"]).is_file() and "MatMulInteger" in entry["ops"]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no temporary files left
