@@ -79,7 +79,7 @@ def main(args: argparse.Namespace) -> int:
     )
     start = time.perf_counter()
     entries, failed, attempts = [], [], 0
-    complete = False
+    complete = interrupted = False
     try:
         for result in collect(config, writer.write_record, progress=not args.no_progress):
             attempts += result.attempts
@@ -88,19 +88,24 @@ def main(args: argparse.Namespace) -> int:
             else:
                 entries.append(result.stored)
         complete = True
+    except KeyboardInterrupt:  # Ctrl-C or a deadline's SIGINT: keep what was collected
+        interrupted = True
     finally:
         if entries:
             meta = writer.finalize(entries, complete=complete and not failed)
     wall = time.perf_counter() - start
     if not entries:
-        print("no demonstration succeeded; nothing written")
-        return 1
+        print("interrupted before a demonstration succeeded; nothing written" if interrupted
+              else "no demonstration succeeded; nothing written")
+        return 130 if interrupted else 1
     size = sum(p.stat().st_size for p in (writer.root / "episodes").glob("*.npz"))
     print(
         f"wrote {len(entries)} episodes ({meta.num_frames} frames, {size / 1e6:.1f} MB,"
         f" {size / max(meta.num_frames, 1) / 1e3:.2f} kB/frame) to {writer.root} in {wall:.1f} s;"
-        f" {attempts} attempts"
+        f" {attempts} attempts" + ("; interrupted, marked incomplete" if interrupted else "")
     )
+    if interrupted:
+        return 130
     if failed:
         print(f"no successful demonstration within --max-attempts for: {', '.join(failed)}")
         return 1

@@ -1,10 +1,13 @@
 """Train a policy on a dataset directory and write a checkpoint directory.
 
 The checkpoint (config.json, model.safetensors, MODEL_CARD.md) is written every --checkpoint-every steps
-and at the end, with metrics.jsonl and training_curves.png next to it. --resume continues from the
-optimiser state saved there. --init starts from another checkpoint (fine-tuning); layers whose shapes do
-not fit (another joint set or image size) are re-initialised and listed; with other cameras, the cameras
-both models share keep their learned embedding and the new ones start fresh.
+and at the end, with metrics.jsonl and training_curves.png next to it; Ctrl-C (SIGINT) saves it at the
+current step and exits with 130. --resume continues from the optimiser state saved there. Images are
+augmented by random shifts and a random exposure (brightness offset, contrast gain) per camera, so a model
+does not depend on one renderer's or camera's exposure. --init starts from another checkpoint
+(fine-tuning); layers whose shapes do not fit (another joint set or image size) are re-initialised and
+listed; with other cameras, the cameras both models share keep their learned embedding and the new ones
+start fresh.
 
 examples:
   dream-vla-ros train --dataset data/mt10 --out models/metaworld_mt10 --preset sim --minutes 45
@@ -29,6 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--minutes", type=float, default=0.0, help="stop after this many minutes (0: no limit)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    parser.add_argument("--warmup-steps", type=int, default=300, help="linear learning-rate warm-up, in steps")
+    parser.add_argument("--shift-pixels", type=int, default=4, help="random-shift augmentation in px (0: off)")
+    parser.add_argument("--brightness", type=float, default=0.03,
+                        help="random brightness offset per camera, +- this fraction of full scale (0: off)")
+    parser.add_argument("--contrast", type=float, default=0.05,
+                        help="random contrast gain per camera, 1 +- this (0: off)")
     parser.add_argument("--eval-every", type=int, default=500, help="validation interval in steps")
     parser.add_argument("--checkpoint-every", type=int, default=1000, help="checkpoint interval in steps")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -46,7 +55,9 @@ def main(args: argparse.Namespace) -> int:
     config = TrainConfig(
         dataset=args.dataset, out=args.out, preset=args.preset, init=args.init, decoder=args.decoder,
         cameras=tuple(c.strip() for c in args.cameras.split(",") if c.strip()),
-        steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every,
+        steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
+        warmup_steps=args.warmup_steps, shift_pixels=args.shift_pixels, brightness=args.brightness,
+        contrast=args.contrast, eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every, seed=args.seed, threads=args.threads, device=args.device,
     )
     bar = tqdm(total=config.steps, disable=args.no_progress, unit="step", dynamic_ncols=True)
@@ -64,5 +75,5 @@ def main(args: argparse.Namespace) -> int:
     result = train(config, progress=progress, resume=args.resume, log=tqdm.write)
     bar.close()
     print(f"trained {result.steps} steps in {result.seconds / 60:.1f} min ({result.samples_per_second:.0f} "
-          f"samples/s); checkpoint: {result.out}")
-    return 0
+          f"samples/s); checkpoint: {result.out}" + (" (interrupted)" if result.interrupted else ""))
+    return 130 if result.interrupted else 0

@@ -1,7 +1,7 @@
 """Training batches and losses (torch). The whole interface a training loop needs:
 
     samples: list[TrainingSample]              # camera -> uint8 [H, W, 3], proprio [J], instruction, target [H, J]
-    batch = collate(samples, model.config, rng=rng, shift_pixels=4)   # numpy -> normalised tensors
+    batch = collate(samples, model.config, rng=rng, shift_pixels=4, brightness=0.03, contrast=0.05)
     objective = make_objective(model.config)   # RecurrentDepthObjective or MaskedDiffusionObjective
     loss, metrics = objective(model, batch.to(device), step)          # metrics: str -> float, for logging
     loss.backward(); optimizer.step(); optimizer.zero_grad()
@@ -40,6 +40,7 @@ from dream_vla_ros.policy.preprocess import (
     check_proprio,
     images_to_float,
     prepare_images,
+    random_exposure,
     random_shift,
 )
 from dream_vla_ros.policy.samples import TrainingSample
@@ -71,12 +72,19 @@ def collate(
     *,
     rng: np.random.Generator | None = None,
     shift_pixels: int = 0,
+    brightness: float = 0.0,
+    contrast: float = 0.0,
 ) -> TrainingBatch:
-    """Samples -> a normalised batch; ``shift_pixels`` > 0 applies random-shift augmentation (needs ``rng``)."""
+    """Samples -> a normalised batch.
+
+    Augmentation (each needs ``rng``): ``shift_pixels`` > 0 random shift; ``brightness`` / ``contrast`` > 0
+    random exposure per camera (see :func:`~dream_vla_ros.policy.preprocess.random_exposure`).
+    """
     if not samples:
         raise InputError("collate: no samples")
-    if shift_pixels > 0 and rng is None:
-        raise InputError("collate: shift_pixels needs an rng")
+    augment = shift_pixels > 0 or brightness > 0 or contrast > 0
+    if augment and rng is None:
+        raise InputError("collate: augmentation (shift_pixels, brightness, contrast) needs an rng")
     normalizer = Normalizer.for_model(config)
     tokenizer = ByteTokenizer(config.tokenizer)
     h, j = config.chunk_length, config.num_joints
@@ -94,8 +102,11 @@ def collate(
             raise InputError(f"samples[{i}].mask: expected shape [{h}], got {list(mask.shape)}")
         masks.append(mask)
     proprio_raw = np.stack(proprio)
+    pixels = images_to_float(np.stack(images))
+    if (brightness > 0 or contrast > 0) and rng is not None:
+        pixels = random_exposure(pixels, brightness, contrast, rng)
     return TrainingBatch(
-        images=torch.from_numpy(images_to_float(np.stack(images))),
+        images=torch.from_numpy(pixels),
         tokens=torch.from_numpy(tokenizer.encode_batch([s.instruction for s in samples])),
         proprio=torch.from_numpy(normalizer.normalize_proprio(proprio_raw)),
         actions=torch.from_numpy(normalizer.normalize_actions(np.stack(actions), proprio_raw)),

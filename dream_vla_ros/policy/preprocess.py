@@ -9,6 +9,8 @@ way everywhere:
 - :func:`images_to_float`: uint8 [..., S, S, 3] -> float32 [..., 3, S, S] in [0, 1], the model's image input.
 - :func:`prepare_inputs`: a whole batch of observations -> the arrays ``encode`` takes.
 - :func:`random_shift`: training augmentation (edge-padded random translation, DrQ style).
+- :func:`random_exposure`: training augmentation (per-camera brightness offset and contrast gain), so a
+  model does not depend on one renderer's or camera's exposure.
 - :func:`scratchpad_noise`: the recurrent decoder's initial noise from per-sample seeds (engines feed the
   same noise, so every backend gives the same chunk for the same seed).
 """
@@ -72,6 +74,23 @@ def random_shift(images: np.ndarray, pad: int, rng: np.random.Generator) -> np.n
         dy, dx = rng.integers(0, 2 * pad + 1, size=2)
         out[i] = padded[i, dy : dy + s, dx : dx + s]
     return out
+
+
+def random_exposure(images: np.ndarray, brightness: float, contrast: float, rng: np.random.Generator) -> np.ndarray:
+    """float32 [B, C, 3, S, S] in [0, 1] -> ``clip(x * gain + offset, 0, 1)``, one draw per sample and camera.
+
+    gain ~ Uniform(1 - contrast, 1 + contrast), offset ~ Uniform(-brightness, brightness) (1.0 = full scale,
+    so 0.03 is about 8 grey levels). Both 0 returns a copy.
+    """
+    if brightness < 0 or contrast < 0 or contrast >= 1:
+        raise InputError(f"random_exposure: need brightness >= 0 and 0 <= contrast < 1, got {brightness}, {contrast}")
+    array = np.asarray(images, dtype=np.float32)
+    if array.ndim != 5:
+        raise InputError(f"random_exposure: expected [B, C, 3, S, S], got shape {list(array.shape)}")
+    draws = (array.shape[0], array.shape[1], 1, 1, 1)
+    gain = rng.uniform(1.0 - contrast, 1.0 + contrast, size=draws).astype(np.float32)
+    offset = rng.uniform(-brightness, brightness, size=draws).astype(np.float32)
+    return np.clip(array * gain + offset, 0.0, 1.0)
 
 
 NOISE_CLIP = 2.0

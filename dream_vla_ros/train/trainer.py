@@ -1,9 +1,9 @@
 """The training loop: a dataset directory in, a validated checkpoint directory out.
 
 One step = sample a batch of (observation, target chunk) pairs from the training episodes, augment (random
-image shift, a random training phrasing of the episode's task), compute the policy objective (the
-recurrent-depth recipe or masked discrete diffusion, see :mod:`dream_vla_ros.policy.objectives`), AdamW with
-warm-up + cosine decay and gradient clipping.
+image shift, random exposure per camera, a random training phrasing of the episode's task), compute the
+policy objective (the recurrent-depth recipe or masked discrete diffusion, see
+:mod:`dream_vla_ros.policy.objectives`), AdamW with warm-up + cosine decay and gradient clipping.
 
 The output directory holds the checkpoint (``config.json``, ``model.safetensors``, ``MODEL_CARD.md``), the
 metrics of every logged step (``metrics.jsonl``), a plot of the curves (``training_curves.png``) and, for
@@ -48,7 +48,8 @@ class TrainConfig:
     cameras: dataset cameras the model reads, in token order (empty: every camera of the dataset).
     decoder: override the preset's decoder kind ("" keeps it).
     steps: optimiser steps (the cosine schedule spans them); minutes: wall-clock budget (0 = none).
-    shift_pixels: random-shift augmentation; vary_phrasing: draw a training phrasing of the task per sample.
+    shift_pixels: random-shift augmentation; brightness / contrast: random exposure per camera (offset and
+    gain ranges, see ``random_exposure``); vary_phrasing: draw a training phrasing of the task per sample.
     val_fraction: episodes held out per task for validation; eval_every / checkpoint_every: in steps.
     threads: torch CPU threads (0 = torch's default).
     """
@@ -67,6 +68,8 @@ class TrainConfig:
     warmup_steps: int = 300
     grad_clip: float = 1.0
     shift_pixels: int = 4
+    brightness: float = 0.03
+    contrast: float = 0.05
     vary_phrasing: bool = True
     val_fraction: float = 0.1
     eval_every: int = 500
@@ -81,6 +84,9 @@ class TrainConfig:
         require(self.minutes >= 0, "minutes", f"must be >= 0, got {self.minutes}")
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        require(self.shift_pixels >= 0, "shift_pixels", f"must be >= 0, got {self.shift_pixels}")
+        require(self.brightness >= 0, "brightness", f"must be >= 0, got {self.brightness}")
+        require(0 <= self.contrast < 1, "contrast", f"must be in [0, 1), got {self.contrast}")
         require(0 <= self.val_fraction < 1, "val_fraction", f"must be in [0, 1), got {self.val_fraction}")
         require(self.eval_every >= 1 and self.checkpoint_every >= 1, "eval_every", "intervals must be >= 1")
         require(self.decoder in ("", "recurrent", "discrete"), "decoder", "must be recurrent, discrete or empty")
@@ -88,11 +94,14 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
+    """A finished (or interrupted: Ctrl-C, checkpoint saved at ``steps``) training run."""
+
     out: Path
     steps: int
     seconds: float
     samples_per_second: float
     final: dict[str, float]
+    interrupted: bool = False
 
 
 def action_stride(model_dt: float, dataset_dt: float) -> int:
@@ -118,8 +127,9 @@ def learning_rate(step: int, config: TrainConfig, elapsed_s: float = 0.0) -> flo
     return config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-class _Batcher:
-    """Turns sampler indices into training samples, with phrasing augmentation."""
+class SampleBuilder:
+    """Sampler indices -> training samples: the model's cameras picked from the dataset's, and (with
+    ``vary_phrasing`` and an rng) a random training phrasing of the sample's task."""
 
     def __init__(self, sampler: ChunkSampler, cameras: dict[str, str], phrasings: dict[str, list[str]],
                  vary_phrasing: bool) -> None:
@@ -201,8 +211,8 @@ def train(config: TrainConfig, progress: Callable[[int, dict[str, float]], None]
     model.to(config.device).train()
     cameras = {cam: cam for cam in model_config.vision.cameras}
     phrasings = {task: list(split.get("train", [])) for task, split in meta.phrasings.items()}
-    batcher = _Batcher(sampler, cameras, phrasings, config.vary_phrasing)
-    val_batcher = _Batcher(val_sampler, cameras, phrasings, False) if val_sampler is not None else None
+    batcher = SampleBuilder(sampler, cameras, phrasings, config.vary_phrasing)
+    val_batcher = SampleBuilder(val_sampler, cameras, phrasings, False) if val_sampler is not None else None
     objective = make_objective(model_config, seed=config.seed)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
@@ -223,42 +233,55 @@ def train(config: TrainConfig, progress: Callable[[int, dict[str, float]], None]
     started = time.monotonic()
     step = start_step
     last: dict[str, float] = {}
+    interrupted = False
     with (out / METRICS_FILE).open("a") as metrics_file:
-        while step < config.steps:
-            if config.minutes and time.monotonic() - started > config.minutes * 60:
-                log(f"time budget of {config.minutes} min reached at step {step}")
-                break
-            lr = learning_rate(step, config, time.monotonic() - started)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            picks = rng.integers(len(sampler), size=config.batch_size)
-            batch = collate(batcher.samples(picks, rng), model_config, rng=rng, shift_pixels=config.shift_pixels)
-            loss, metrics = objective(model, batch.to(config.device), step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
-            optimizer.step()
-            step += 1
-            last = {"loss": float(loss.detach()), "lr": lr, "grad_norm": grad_norm, **metrics}
-            record: dict[str, Any] = {"step": step, "time_s": round(time.monotonic() - started, 2), **last}
-            if val_batcher is not None and (step % config.eval_every == 0 or step == config.steps):
-                record.update(validate(model, val_batcher, objective, config, step))
-                model.train()
-            metrics_file.write(json.dumps(record) + "\n")
-            metrics_file.flush()
-            if progress is not None:
-                progress(step, record)
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                _save(model, optimizer, out, step, metadata)
+        try:
+            while step < config.steps:
+                if config.minutes and time.monotonic() - started > config.minutes * 60:
+                    log(f"time budget of {config.minutes} min reached at step {step}")
+                    break
+                lr = learning_rate(step, config, time.monotonic() - started)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                picks = rng.integers(len(sampler), size=config.batch_size)
+                batch = collate(
+                    batcher.samples(picks, rng),
+                    model_config,
+                    rng=rng,
+                    shift_pixels=config.shift_pixels,
+                    brightness=config.brightness,
+                    contrast=config.contrast,
+                )
+                loss, metrics = objective(model, batch.to(config.device), step)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
+                optimizer.step()
+                step += 1
+                last = {"loss": float(loss.detach()), "lr": lr, "grad_norm": grad_norm, **metrics}
+                record: dict[str, Any] = {"step": step, "time_s": round(time.monotonic() - started, 2), **last}
+                if val_batcher is not None and (step % config.eval_every == 0 or step == config.steps):
+                    record.update(validate(model, val_batcher, objective, config, step))
+                    model.train()
+                metrics_file.write(json.dumps(record) + "\n")
+                metrics_file.flush()
+                if progress is not None:
+                    progress(step, record)
+                if step % config.checkpoint_every == 0 or step == config.steps:
+                    _save(model, optimizer, out, step, metadata)
+        except KeyboardInterrupt:  # Ctrl-C (or SIGINT from a timeout): keep what was learnt, resumable
+            interrupted = True
     _save(model, optimizer, out, step, metadata)
+    if interrupted:
+        log(f"interrupted at step {step}: checkpoint saved; --resume continues from it")
     seconds = time.monotonic() - started
     done = step - start_step
     _plot(out)
-    return TrainResult(out, step, seconds, done * config.batch_size / max(seconds, 1e-9), last)
+    return TrainResult(out, step, seconds, done * config.batch_size / max(seconds, 1e-9), last, interrupted)
 
 
 @torch.no_grad()
-def validate(model: VlaModel, batcher: _Batcher, objective, config: TrainConfig, step: int) -> dict[str, float]:
+def validate(model: VlaModel, batcher: SampleBuilder, objective, config: TrainConfig, step: int) -> dict[str, float]:
     """Validation loss with the training objective (fixed seed) on up to ``config.eval_samples`` samples."""
     model.eval()
     count = min(config.eval_samples, len(batcher.sampler))

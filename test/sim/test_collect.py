@@ -80,3 +80,23 @@ def test_collect_in_process_then_cli_with_workers_gives_the_same_episodes(tmp_pa
         np.testing.assert_array_equal(episode.images["corner"], record["images"]["corner"])
         assert (episode.task, episode.instruction, episode.seed) == (record["task"], record["instruction"], 0)
     assert main([*argv, "--workers", "1"]) == 2, "an existing dataset is not overwritten silently"
+
+
+def test_cli_interrupted_keeps_the_episodes_so_far_and_says_so(tmp_path, monkeypatch, capsys):
+    import dream_vla_ros.sim.collect as collect_module
+
+    real = collect_module.collect
+
+    def one_then_ctrl_c(config, sink, progress=True):
+        for result in real(config, sink, progress):
+            yield result
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(collect_module, "collect", one_then_ctrl_c)
+    out = tmp_path / "ds"
+    code = main(["collect", "--out", str(out), "--tasks", ",".join(TASKS), "--episodes-per-task", "1",
+                 "--workers", "1", "--image-size", "32", "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 130 and "wrote 1 episodes" in printed and "interrupted, marked incomplete" in printed
+    dataset = Dataset(out)
+    assert len(dataset) == 1 and not dataset.meta.complete

@@ -20,6 +20,7 @@ from dream_vla_ros.policy.preprocess import (
     prepare_image,
     prepare_images,
     prepare_inputs,
+    random_exposure,
     random_shift,
     scratchpad_noise,
 )
@@ -166,6 +167,53 @@ def test_random_shift_translates_within_the_pad() -> None:
         assert shifted.shape == images.shape and len(ys) == 1
         assert abs(int(ys[0]) - 8) <= 2 and abs(int(xs[0]) - 8) <= 2
     np.testing.assert_array_equal(random_shift(images, 0, rng), images)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    brightness=st.floats(0.0, 0.2),
+    contrast=st.floats(0.0, 0.5),
+    level=st.floats(0.0, 1.0),
+)
+def test_random_exposure_is_one_affine_map_per_camera_within_range(
+    seed: int, brightness: float, contrast: float, level: float
+) -> None:
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0.0, 1.0, size=(3, 2, 3, 6, 6)).astype(np.float32)
+    images[:, :, :, 0, 0] = level
+    out = random_exposure(images, brightness, contrast, rng)
+    assert out.shape == images.shape and out.dtype == np.float32
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    for b in range(3):
+        for c in range(2):
+            # recover the camera's gain and offset from two unclipped pixels; every pixel obeys them
+            x, y = images[b, c].ravel(), out[b, c].ravel()
+            inside = (y > 1e-4) & (y < 1 - 1e-4)
+            if inside.sum() < 2:
+                continue
+            xs, ys = x[inside], y[inside]
+            i, j = int(np.argmin(xs)), int(np.argmax(xs))
+            if xs[j] - xs[i] < 0.1:
+                continue
+            gain = (ys[j] - ys[i]) / (xs[j] - xs[i])
+            offset = ys[i] - gain * xs[i]
+            assert 1 - contrast - 1e-4 <= gain <= 1 + contrast + 1e-4
+            assert -brightness - 1e-4 <= offset <= brightness + 1e-4
+            np.testing.assert_allclose(y, np.clip(x * gain + offset, 0.0, 1.0), atol=1e-4)
+
+
+def test_random_exposure_off_is_identity_and_rejects_bad_ranges() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0.0, 1.0, size=(2, 1, 3, 4, 4)).astype(np.float32)
+    np.testing.assert_array_equal(random_exposure(images, 0.0, 0.0, rng), images)
+    shifted = random_exposure(images, 0.05, 0.0, rng)
+    assert not np.array_equal(shifted, images)
+    for brightness, contrast in [(-0.1, 0.0), (0.0, -0.1), (0.0, 1.0)]:
+        with pytest.raises(InputError, match="random_exposure"):
+            random_exposure(images, brightness, contrast, rng)
+    with pytest.raises(InputError, match="B, C, 3, S, S"):
+        random_exposure(images[0], 0.1, 0.1, rng)
 
 
 @settings(max_examples=50, deadline=None)

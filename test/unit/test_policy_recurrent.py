@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from dream_vla_ros.errors import InputError
 from dream_vla_ros.policy.config import preset
 from dream_vla_ros.policy.inference import TorchPolicy
 from dream_vla_ros.policy.layers import DecoderBlock
@@ -214,3 +215,18 @@ def test_collate_normalises_and_masks_padded_rows() -> None:
     assert float(chunk_loss(prediction, batch.actions, batch.mask, "l1")) == 0.0
     prediction[1, 1] += 1.0
     assert float(chunk_loss(prediction, batch.actions, batch.mask, "mse")) > 0.0
+
+
+def test_collate_exposure_changes_only_the_images_and_needs_an_rng() -> None:
+    config = preset("tiny")
+    samples = synthetic_samples(config, 4, np.random.default_rng(0), image_size=32)
+    plain = collate(samples, config)
+    jittered = collate(samples, config, rng=np.random.default_rng(1), brightness=0.1, contrast=0.2)
+    assert not torch.equal(plain.images, jittered.images)
+    assert float(jittered.images.min()) >= 0.0 and float(jittered.images.max()) <= 1.0
+    for name in ("tokens", "proprio", "actions", "mask"):
+        assert torch.equal(getattr(plain, name), getattr(jittered, name)), name
+    again = collate(samples, config, rng=np.random.default_rng(1), brightness=0.1, contrast=0.2)
+    assert torch.equal(jittered.images, again.images)
+    with pytest.raises(InputError, match="needs an rng"):
+        collate(samples, config, brightness=0.1)

@@ -74,6 +74,24 @@ def test_resume_continues_from_the_saved_step(dataset, tmp_path):
     assert steps == list(range(1, 91))
 
 
+def test_ctrl_c_saves_a_resumable_checkpoint_at_the_interrupted_step(dataset, tmp_path):
+    out = tmp_path / "run"
+
+    def interrupt_at_25(step: int, _record: dict) -> None:
+        if step == 25:
+            raise KeyboardInterrupt
+
+    messages = []
+    result = train(config(dataset, out, steps=60), progress=interrupt_at_25, log=messages.append)
+    assert result.interrupted and result.steps == 25
+    assert any("interrupted at step 25" in m for m in messages)
+    assert json.loads((out / "config.json").read_text())["metadata"]["step"] == 25
+    resumed = train(config(dataset, out, steps=40), resume=True, log=messages.append)
+    assert "resuming from step 25" in messages and not resumed.interrupted
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 41))
+
+
 def test_init_transfers_matching_layers_and_reports_the_rest():
     from dream_vla_ros.policy.config import preset
 
