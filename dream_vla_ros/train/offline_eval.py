@@ -22,10 +22,10 @@ import torch
 from dream_vla_ros.configuration import require
 from dream_vla_ros.errors import InputError
 from dream_vla_ros.policy.checkpoint import load_checkpoint
-from dream_vla_ros.policy.objectives import collate, make_objective
+from dream_vla_ros.policy.objectives import make_objective
 from dream_vla_ros.policy.samples import TrainingSample
 from dream_vla_ros.train.dataset import ChunkSampler, Dataset, split_by_episode
-from dream_vla_ros.train.trainer import SampleBuilder, action_stride
+from dream_vla_ros.train.trainer import SampleBuilder, action_stride, mean_loss
 
 
 @dataclass(frozen=True)
@@ -89,17 +89,12 @@ def offline_eval(config: OfflineEvalConfig) -> dict[str, Any]:
     picks = np.linspace(0, len(sampler) - 1, count).astype(np.int64)
     tasks = np.array([sampler.episodes[int(sampler.index[k][0])].task for k in picks])
 
-    def mean_loss(chosen: np.ndarray, level: int) -> float:
-        total = 0.0
-        for begin in range(0, len(chosen), config.batch_size):
-            chunk = chosen[begin:begin + config.batch_size]
-            samples = [
-                TrainingSample(shift_exposure(s.images, level), s.proprio, s.instruction, s.actions, s.mask)
-                for s in builder.samples(chunk, None)
-            ]
-            loss, _ = objective(model, collate(samples, model.config), 0)
-            total += float(loss) * len(chunk)
-        return total / len(chosen)
+    def loss_at(chosen: np.ndarray, level: int) -> float:
+        def samples(chunk: np.ndarray) -> list[TrainingSample]:
+            return [TrainingSample(shift_exposure(s.images, level), s.proprio, s.instruction, s.actions, s.mask)
+                    for s in builder.samples(chunk, None)]
+
+        return mean_loss(model, objective, samples, chosen, config.batch_size)
 
     task_level = 0 if 0 in config.exposure_levels else config.exposure_levels[0]
     return {
@@ -108,9 +103,9 @@ def offline_eval(config: OfflineEvalConfig) -> dict[str, Any]:
         "split": config.split,
         "episodes": len(indices),
         "samples": int(count),
-        "loss_by_exposure": {str(level): mean_loss(picks, level) for level in config.exposure_levels},
+        "loss_by_exposure": {str(level): loss_at(picks, level) for level in config.exposure_levels},
         "task_exposure_level": task_level,
-        "loss_by_task": {task: mean_loss(picks[tasks == task], task_level) for task in sorted(set(tasks.tolist()))},
+        "loss_by_task": {task: loss_at(picks[tasks == task], task_level) for task in sorted(set(tasks.tolist()))},
     }
 
 

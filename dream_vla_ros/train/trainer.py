@@ -18,6 +18,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -286,13 +287,21 @@ def validate(model: VlaModel, batcher: SampleBuilder, objective, config: TrainCo
     model.eval()
     count = min(config.eval_samples, len(batcher.sampler))
     picks = np.linspace(0, len(batcher.sampler) - 1, count).astype(np.int64)
-    losses = []
-    for begin in range(0, count, config.batch_size):
-        chunk = picks[begin:begin + config.batch_size]
-        batch = collate(batcher.samples(chunk, None), model.config)
-        loss, _ = objective(model, batch.to(config.device), 0)
-        losses.append(float(loss) * len(chunk))
-    return {"val_loss": sum(losses) / count}
+    samples = partial(batcher.samples, rng=None)
+    return {"val_loss": mean_loss(model, objective, samples, picks, config.batch_size, config.device)}
+
+
+@torch.no_grad()
+def mean_loss(model: VlaModel, objective, samples: Callable[[np.ndarray], list[TrainingSample]], picks: np.ndarray,
+              batch_size: int, device: str = "cpu") -> float:
+    """The objective's loss at step 0 (fixed noise) over the samples of ``picks``, batch by batch, weighted by
+    batch size."""
+    total = 0.0
+    for begin in range(0, len(picks), batch_size):
+        chunk = picks[begin:begin + batch_size]
+        loss, _ = objective(model, collate(samples(chunk), model.config).to(device), 0)
+        total += float(loss) * len(chunk)
+    return total / len(picks)
 
 
 def _save(model: VlaModel, optimizer: torch.optim.Optimizer, out: Path, step: int, metadata: dict) -> None:
