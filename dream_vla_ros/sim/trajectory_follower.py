@@ -10,9 +10,10 @@ Humble/Jazzy/Kilted (``ros2_controllers`` ``doc/trajectory.rst``):
 - **Rejection.** Empty trajectories, joints that are not the controller's (or missing ones: partial goals are
   off, the JTC default), sizes that do not match, non-increasing ``time_from_start``, non-finite values, and
   trajectories whose last point is already in the past are rejected and the previous one keeps running.
-- **Point before the trajectory.** Before the first point the JTC splines from the state at the moment the
-  trajectory starts: the *measured* state by default, or the last *commanded* state when
-  ``interpolate_from_desired_state`` (Jazzy; Humble ``open_loop_control``) is set.
+- **Point before the trajectory.** Until the first point is due the JTC splines to it from the state at the
+  update that received the trajectory (also when the stamp lies in the future): the *measured* state by
+  default, or the last *commanded* state when ``interpolate_from_desired_state`` (Jazzy; Humble
+  ``open_loop_control``) is set.
 - **Past points.** If the first points are already in the past, sampling jumps into the current segment (a
   position step, as the real controller does).
 - **Interpolation.** Positions only: linear; positions and velocities: cubic Hermite. After the last point
@@ -36,9 +37,9 @@ class TrajectoryPoint:
 @dataclass(frozen=True)
 class _Active:
     start: float
-    times: np.ndarray  # [N + 1] absolute times, index 0 = the point before the trajectory
-    positions: np.ndarray  # [N + 1, J]
-    velocities: np.ndarray | None  # [N + 1, J] or None (linear interpolation)
+    times: np.ndarray  # absolute times [N] or [N + 1], with the point before the trajectory (at receipt) first
+    positions: np.ndarray  # [len(times), J]
+    velocities: np.ndarray | None  # [len(times), J] or None (linear interpolation)
 
 
 class TrajectoryFollower:
@@ -122,17 +123,16 @@ class TrajectoryFollower:
         if reason:
             return self._reject(reason)
         start = now if stamp == 0.0 else stamp
-        if self.interpolate_from_desired_state and (self._active is not None or self._hold_position is not None):
-            before_pos, before_vel = self.sample(start)
-        else:
-            before_pos = np.asarray(measured_positions, dtype=float)
-            before_vel = np.asarray(measured_velocities, dtype=float)
-        all_times = np.concatenate([[start], start + times])
-        all_positions = np.vstack([before_pos, positions_arr])
-        all_velocities = None if velocities_arr is None else np.vstack([before_vel, velocities_arr])
-        if times[0] == 0.0:  # a first point at the start replaces the point before the trajectory
-            all_times, all_positions = all_times[1:], all_positions[1:]
-            all_velocities = None if all_velocities is None else all_velocities[1:]
+        all_times, all_positions, all_velocities = start + times, positions_arr, velocities_arr
+        if all_times[0] > now:  # the point before the trajectory: the state at receipt, at the receipt time
+            if self.interpolate_from_desired_state and (self._active is not None or self._hold_position is not None):
+                before_pos, before_vel = self.sample(now)
+            else:
+                before_pos = np.asarray(measured_positions, dtype=float)
+                before_vel = np.asarray(measured_velocities, dtype=float)
+            all_times = np.concatenate([[now], all_times])
+            all_positions = np.vstack([before_pos, positions_arr])
+            all_velocities = None if velocities_arr is None else np.vstack([before_vel, velocities_arr])
         self._active = _Active(start, all_times, all_positions, all_velocities)
         self._hold_position = None
         self.accepted += 1

@@ -35,11 +35,23 @@ def test_holds_until_a_trajectory_arrives_and_after_it_ends():
     np.testing.assert_allclose(f.sample(12.0)[1], [0, 0])
 
 
-def test_zero_stamp_starts_at_receipt_and_nonzero_stamp_at_the_stamp():
+def test_nonzero_stamp_starts_at_the_stamp_and_splines_from_the_state_at_receipt():
     f = follower()
     f.receive(JOINTS, 20.0, [point(1.0, [1, 1])], now=10.0, measured_positions=ZERO, measured_velocities=ZERO)
-    np.testing.assert_allclose(f.sample(15.0)[0], ZERO)  # before the start: the point before the trajectory
-    np.testing.assert_allclose(f.sample(20.5)[0], [0.5, 0.5])
+    np.testing.assert_allclose(f.sample(10.0)[0], ZERO)  # the point before the trajectory is at receipt,
+    np.testing.assert_allclose(f.sample(15.5)[0], [0.5, 0.5])  # not at the stamp (the JTC's trajectory.cpp)
+    np.testing.assert_allclose(f.sample(21.0)[0], [1, 1])
+
+
+def test_future_stamp_from_the_desired_state_continues_the_running_trajectory():
+    g = follower(interpolate_from_desired_state=True)
+    g.receive(JOINTS, 0.0, [point(1.0, [1, 1], [1, 1])], now=0.0, measured_positions=ZERO, measured_velocities=ZERO)
+    commanded = g.sample(0.4)
+    g.receive(JOINTS, 0.5, [point(0.1, [0.6, 0.6], [1, 1])], now=0.4, measured_positions=ZERO,
+              measured_velocities=ZERO)
+    np.testing.assert_allclose(g.sample(0.4)[0], commanded[0])  # no step at the replacement
+    np.testing.assert_allclose(g.sample(0.4)[1], commanded[1])
+    np.testing.assert_allclose(g.sample(0.6)[0], [0.6, 0.6])
 
 
 def test_joint_order_is_mapped_by_name():
