@@ -37,10 +37,12 @@ Interfaces (names relative to the node's namespace; ``~`` = the node's name, ``s
 - publishes ``~/episode`` (std_msgs/String, one JSON object per event, reliable, transient local, keep last
   10): ``{"event": "reset", "episode", "task", "seed", "instruction", "phrasing_split",
   "phrasing_index", "stamp", "max_steps"}`` when a new episode starts (the controller is active from then
-  on), ``{"event": "success", "episode", "task", "seed", "steps", "stamp", "lag_events"}`` at the first
-  successful step and ``{"event": "truncated", ...}`` when ``max_steps`` steps passed without success;
-  ``steps`` count physics steps since the controller became active, ``lag_events`` the times the simulation
-  fell behind the wall clock during the episode (see Time below);
+  on), ``{"event": "success", "episode", "task", "seed", "steps", "stamp", "lag_events", "goal_distance",
+  "closest_goal_distance"}`` at the first successful step and ``{"event": "truncated", ...}`` when
+  ``max_steps`` steps passed without success; ``steps`` count physics steps since the controller became
+  active, ``lag_events`` the times the simulation fell behind the wall clock during the episode (see Time
+  below), ``goal_distance`` / ``closest_goal_distance`` the task's distance to its goal at the end / at its
+  closest (m; what Meta-World's success compares, see ``ArmState.goal_distance``);
 - service ``~/reset`` (std_srvs/Trigger): starts an episode of the task, seed and phrasing given by the
   parameters ``task``, ``seed``, ``phrasing_split`` and ``phrasing_index`` (set them first, e.g. with
   ``ros2 param set``; they are validated when set). It answers once the new episode runs and the controller
@@ -70,6 +72,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import threading
 import time
 from collections import deque
@@ -140,6 +143,7 @@ class _Episode:
     phrasing_index: int
     steps: int = 0
     finished: bool = False
+    closest: float = math.inf  # the smallest goal distance so far (m)
 
 
 class _ServerGoal:
@@ -713,6 +717,7 @@ class _SimulationLoop:
         if episode is None or episode.finished:
             return
         episode.steps += 1
+        episode.closest = min(episode.closest, state.goal_distance)
         kind = None
         if state.success:
             kind = "success"
@@ -727,6 +732,7 @@ class _SimulationLoop:
         self.node._publish_event({
             "event": kind, "episode": episode.number, "task": episode.task, "seed": episode.seed,
             "steps": episode.steps, "stamp": t, "lag_events": lag_events,
+            "goal_distance": round(state.goal_distance, 4), "closest_goal_distance": round(episode.closest, 4),
         })
 
 

@@ -130,6 +130,9 @@ class ArmState:
     success: the task has been solved at some step since reset (Meta-World's episode success).
     success_now: the task's success condition holds at this step.
     truncated: ``step >= max_steps``.
+    goal_distance: how far the task is from its goal, in m: the distance Meta-World's success compares with
+      its threshold (reach: hand to goal, 5 cm; push 5 cm and pick-place / peg-insert-side 7 cm: object to
+      goal; door-open: handle x to the target x, 8 cm; the others: Meta-World's ``obj_to_target``).
     """
 
     positions: np.ndarray
@@ -139,6 +142,7 @@ class ArmState:
     success: bool
     success_now: bool
     truncated: bool
+    goal_distance: float
 
 
 def gripper_from_effort(effort: float) -> float:
@@ -270,6 +274,7 @@ class JointArm:
         self._seed = self.config.seed
         self._success = False
         self._success_now = False
+        self._goal_distance = float("nan")
         self._reset_done = False
         self._mulm_in = np.zeros(self._scene.model.nv)
         self._mulm_out = np.zeros(self._scene.model.nv)
@@ -318,6 +323,7 @@ class JointArm:
         self._success_now = False
         self._reset_done = True
         self._obs = scene.env._get_obs()
+        self._evaluate()
         return self.state()
 
     # ------------------------------------------------------------------ control
@@ -395,11 +401,20 @@ class JointArm:
         obs = env._get_obs()
         space = env.sawyer_observation_space
         self._obs = np.clip(obs, space.low, space.high)
-        effort = 0.5 * (self._gripper_target + 1.0)
-        _, info = env.evaluate_state(self._obs, np.array([0.0, 0.0, 0.0, effort]))
-        self._success_now = bool(info["success"])
+        self._success_now = self._evaluate()
         self._success = self._success or self._success_now
         return self.state()
+
+    def _evaluate(self) -> bool:
+        """Meta-World's success condition at the current observation; updates the goal distance."""
+        scene = self._scene
+        effort = 0.5 * (self._gripper_target + 1.0)
+        _, info = scene.env.evaluate_state(self._obs, np.array([0.0, 0.0, 0.0, effort]))
+        if scene.task == "door-open":  # its info reports obj_to_target 0; success compares the handle's x
+            self._goal_distance = float(abs(self._obs[4] - scene.env._target_pos[0]))
+        else:
+            self._goal_distance = float(info["obj_to_target"])
+        return bool(info["success"])
 
     def _set_gripper_ctrl(self, gripper: float) -> None:
         scene = self._scene
@@ -449,6 +464,7 @@ class JointArm:
             success=self._success,
             success_now=self._success_now,
             truncated=self._step >= self.config.max_steps,
+            goal_distance=self._goal_distance,
         )
 
     def task_observation(self) -> np.ndarray:

@@ -158,7 +158,9 @@ class EvalConfig:
 
 @dataclass
 class EpisodeResult:
-    """One evaluated episode (``steps``: physics steps until success or truncation)."""
+    """One evaluated episode (``steps``: physics steps until success or truncation; ``goal_distance`` /
+    ``closest_goal_distance``: the task's distance to its goal at the end / at its closest, m, see
+    ``sim.joint_arm.ArmState``)."""
 
     task: str
     seed: int
@@ -171,6 +173,16 @@ class EpisodeResult:
     inference_ms: list[float] = field(default_factory=list)
     lag_events: int = 0
     note: str = ""
+    goal_distance: float | None = None
+    closest_goal_distance: float | None = None
+
+    @classmethod
+    def ended(cls, task: str, seed: int, instruction: str, end: dict[str, Any], wall_s: float,
+              **chunks: list) -> EpisodeResult:
+        """The result of an episode from its ``success`` / ``truncated`` event."""
+        return cls(task, seed, instruction, end["event"] == "success", int(end["steps"]), wall_s,
+                   lag_events=int(end.get("lag_events", 0)), goal_distance=end.get("goal_distance"),
+                   closest_goal_distance=end.get("closest_goal_distance"), **chunks)
 
     @property
     def k_mean(self) -> float | None:
@@ -212,12 +224,16 @@ def _group(episodes: Sequence[EpisodeResult]) -> dict[str, Any]:
     latency = [v for e in episodes for v in e.latency_ms]
     inference = [v for e in episodes for v in e.inference_ms]
     successes = [e for e in episodes if e.success]
+    failures = [e for e in episodes if not e.success]
     return {
         "success_rate": len(successes) / len(episodes) if episodes else None,
         "episodes": len(episodes),
         "successes": len(successes),
         "steps_mean": _mean([e.steps for e in episodes]),
         "steps_to_success_mean": _mean([e.steps for e in successes]),
+        "failed_goal_distance_median": _median([e.goal_distance for e in failures if e.goal_distance is not None]),
+        "failed_closest_goal_distance_median": _median(
+            [e.closest_goal_distance for e in failures if e.closest_goal_distance is not None]),
         "k_mean": _mean(k),
         "k_histogram": _histogram(k),
         "latency_ms_median": _median(latency),
@@ -601,8 +617,8 @@ def run_policy_episode(session: RosSession, config: EvalConfig, profile: ChunkPr
     if end is None:
         return EpisodeResult(task, seed, event["instruction"], False, config.max_steps, time.monotonic() - started,
                              k, latency, inference, note="no end event (timeout)")
-    return EpisodeResult(task, seed, event["instruction"], end["event"] == "success", int(end["steps"]),
-                         time.monotonic() - started, k, latency, inference, int(end.get("lag_events", 0)))
+    return EpisodeResult.ended(task, seed, event["instruction"], end, time.monotonic() - started, k=k,
+                               latency_ms=latency, inference_ms=inference)
 
 
 def _checkpoint_model(model: str | Path) -> dict[str, Any]:
@@ -643,7 +659,13 @@ def policy_overrides(config: EvalConfig, halting: Halting, profile_path: Path) -
 
 
 def _episode_line(n: int, total: int, result: EpisodeResult) -> str:
-    outcome = f"success in {result.steps} steps" if result.success else f"failed ({result.steps} steps)"
+    if result.success:
+        outcome = f"success in {result.steps} steps"
+    elif result.goal_distance is not None and result.closest_goal_distance is not None:
+        outcome = (f"failed ({result.steps} steps, {_centimetres(result.goal_distance)} cm from the goal, "
+                   f"closest {_centimetres(result.closest_goal_distance)} cm)")
+    else:
+        outcome = f"failed ({result.steps} steps)"
     k = f", k {result.k_mean:.1f}" if result.k else ""
     latency = f", {result.latency_ms_median:.0f} ms" if result.latency_ms else ""
     note = f" [{result.note}]" if result.note else ""
@@ -759,11 +781,9 @@ def evaluate_expert(config: EvalConfig, log: Log = _stderr, echo: Any = None) ->
             started_episode = time.monotonic()
             publisher.publish(expert_trajectory(demo.targets))
             end = session.wait_episode_end(event["episode"], _episode_timeout(config))
-            success = end is not None and end["event"] == "success"
-            result = EpisodeResult(task, seed, event["instruction"], success,
-                                   int(end["steps"]) if end else config.max_steps, time.monotonic() - started_episode,
-                                   lag_events=int(end.get("lag_events", 0)) if end else 0,
-                                   note="" if end else "no end event (timeout)")
+            wall_s = time.monotonic() - started_episode
+            result = EpisodeResult.ended(task, seed, event["instruction"], end, wall_s) if end else EpisodeResult(
+                task, seed, event["instruction"], False, config.max_steps, wall_s, note="no end event (timeout)")
             episodes.append(result)
             log(_episode_line(n, len(plan), result) + f" (expert {demo.steps_to_success} steps)")
     except DreamVlaError:
@@ -794,6 +814,10 @@ def _fmt(value: Any, digits: int = 2, percent: bool = False) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _centimetres(metres: float | None) -> str:
+    return "-" if metres is None else f"{100 * metres:.1f}"
+
+
 def markdown_report(result: dict[str, Any]) -> str:
     """A Markdown results table (per task, overall, k histogram and the k-sweep when present)."""
     expert = result["mode"] == "expert"
@@ -819,14 +843,17 @@ def markdown_report(result: dict[str, Any]) -> str:
         lines += ["", f"Overall ROS replay success: {_fmt(result['replay_success'], percent=True)} of "
                   f"{result['replayed_episodes']} replayed episodes (goal >= {_fmt(result['goal'], percent=True)})."]
         return "\n".join(lines) + "\n"
-    lines += ["| task | success | episodes | mean steps | steps to success | k mean | latency median (ms) |"
-              " inference median (ms) |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["| task | success | episodes | mean steps | steps to success | failures: goal distance at end / "
+              "closest (cm, median) | k mean | latency median (ms) | inference median (ms) |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for task, s in result["tasks"].items():
         lines.append(f"| {task} | {_fmt(s['success_rate'], percent=True)} | {s['episodes']} | "
-                     f"{_fmt(s['steps_mean'], 1)} | {_fmt(s['steps_to_success_mean'], 1)} | {_fmt(s['k_mean'], 2)} | "
+                     f"{_fmt(s['steps_mean'], 1)} | {_fmt(s['steps_to_success_mean'], 1)} | "
+                     f"{_centimetres(s.get('failed_goal_distance_median'))} / "
+                     f"{_centimetres(s.get('failed_closest_goal_distance_median'))} | {_fmt(s['k_mean'], 2)} | "
                      f"{_fmt(s['latency_ms_median'], 1)} | {_fmt(s['inference_ms_median'], 1)} |")
     lines.append(f"| **mean** | **{_fmt(result['mean_success'], percent=True)}** | | {_fmt(result['steps_mean'], 1)} "
-                 f"| | {_fmt(result['k_mean'], 2)} | {_fmt(result['latency_ms_median'], 1)} | "
+                 f"| | | {_fmt(result['k_mean'], 2)} | {_fmt(result['latency_ms_median'], 1)} | "
                  f"{_fmt(result['inference_ms_median'], 1)} |")
     if result["k_histogram"]:
         keys = list(result["k_histogram"])

@@ -61,6 +61,8 @@ def test_tiny_policy_drives_the_simulated_arm_through_ros(tiny_sawyer_model, tmp
     for result in results:
         assert not result.note, result.note  # the episode ended with an event (truncated or success)
         assert 1 <= result.steps <= config.max_steps
+        assert result.goal_distance is not None  # reach: hand to goal (m), at the end and at its closest
+        assert 0.0 <= result.closest_goal_distance <= result.goal_distance < 1.5
         assert len(result.k) >= 3, "chunks arrive during the episode"
         assert all(1 <= k <= 12 for k in result.k)
         assert result.latency_ms and all(0.0 < v < 2000.0 for v in result.latency_ms)

@@ -34,8 +34,10 @@ def test_expert_joint_targets_replay_successfully(arm, task):
     demo = run_expert(arm, task, seed)
     assert demo.success, f"the scripted expert failed {task} seed {seed}"
     assert demo.targets.shape == (len(demo.targets), len(JOINT_NAMES))
+    start = arm.reset(task, seed).goal_distance
     result = replay(arm, task, seed, demo.targets)
     assert result.success
+    assert 0.0 <= arm.state().goal_distance < start  # the expert brought the task towards its goal
     # Before any contact (the first 20 steps) the joints track within about a centiradian.
     assert float(np.max(result.tracking_error[:20])) < 0.03
 

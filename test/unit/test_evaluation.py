@@ -50,7 +50,9 @@ def test_summary_report_and_plots(tmp_path):
     config = ev.EvalConfig(model="m", tasks=("reach", "push"), episodes=2)
     episodes = [
         ev.EpisodeResult("reach", 100000, "reach the goal position", True, 40, 0.6, [2, 3], [30.0, 40.0], [5.0, 6.0]),
-        ev.EpisodeResult("reach", 100001, "move the gripper to the target", False, 500, 6.3, [4], [50.0], [7.0]),
+        ev.EpisodeResult.ended("reach", 100001, "move the gripper to the target",
+                               {"event": "truncated", "steps": 500, "lag_events": 1, "goal_distance": 0.081,
+                                "closest_goal_distance": 0.034}, 6.3, k=[4], latency_ms=[50.0], inference_ms=[7.0]),
         ev.EpisodeResult("push", 100000, "push the puck to the goal", True, 60, 0.9, [3], [35.0], [6.0]),
         ev.EpisodeResult("push", 100001, "slide the puck to the target", True, 80, 1.1, [3, 3], [45.0, 55.0], [6.0]),
     ]
@@ -62,12 +64,18 @@ def test_summary_report_and_plots(tmp_path):
     assert result["k_mean"] == pytest.approx(3.0)
     assert result["tasks"]["reach"]["latency_ms_median"] == pytest.approx(40.0)
     assert result["tasks"]["reach"]["steps_to_success_mean"] == 40.0
+    assert result["tasks"]["reach"]["failed_goal_distance_median"] == pytest.approx(0.081)
+    assert result["tasks"]["reach"]["failed_closest_goal_distance_median"] == pytest.approx(0.034)
+    assert result["tasks"]["push"]["failed_goal_distance_median"] is None  # no failures
+    assert result["lag_events"] == 1 and result["episodes"][1]["goal_distance"] == pytest.approx(0.081)
     json.dumps(result)
     result["k_sweep"] = [{"label": "k=1", "k_max": 1, "delta": 0.0, "mean_success": 0.5, "k_mean": 1.0,
                           "latency_ms_median": 20.0, "latency_ms_mean": 21.0, "inference_ms_median": 3.0,
                           "inference_ms_mean": 3.0, "tasks": {"reach": 0.5, "push": 0.5}}]
     text = ev.markdown_report(result)
     assert "| reach | 50% | 2 |" in text and "## k-sweep" in text and "| k=1 | 50% |" in text
+    assert "| 40.0 | 8.1 / 3.4 |" in text and "| 70.0 | - / - |" in text
+    assert "8.1 cm from the goal, closest 3.4 cm" in ev._episode_line(2, 4, episodes[1])
     files = ev.write_outputs(result, tmp_path / "out")
     assert json.loads((tmp_path / "out" / "results.json").read_text())["mean_success"] == pytest.approx(0.75)
     assert {p.split("/")[-1] for p in files["plots"]} == {"success_per_task.png", "k_histogram.png", "k_sweep.png"}
