@@ -7,11 +7,12 @@ inside an engine: they validate their configuration (cameras, joint names, image
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from dream_vla_ros.policy.config import JointEnvelope
 from dream_vla_ros.policy.observation import ChunkPrediction, Observation
 
 
@@ -24,6 +25,7 @@ class ModelMetadata:
     cameras: camera names in the model's order (keys of ``Observation.images``).
     image_size: square model input in pixels (after the centre crop of ``crop_fraction`` of the short side).
     preset / decoder: descriptive (``tiny``, ``sim``, ...; ``recurrent`` or ``discrete``).
+    envelope: the joint positions the model was trained on (empty: not recorded).
     """
 
     joint_names: tuple[str, ...]
@@ -34,6 +36,7 @@ class ModelMetadata:
     crop_fraction: float = 1.0
     preset: str = "custom"
     decoder: str = "recurrent"
+    envelope: JointEnvelope = field(default_factory=JointEnvelope)
 
     @classmethod
     def from_model_config(cls, config: Any) -> ModelMetadata:
@@ -47,6 +50,7 @@ class ModelMetadata:
             crop_fraction=float(config.vision.crop_fraction),
             preset=str(config.preset),
             decoder=str(config.decoder.kind),
+            envelope=config.envelope,
         )
 
 

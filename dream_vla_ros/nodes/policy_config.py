@@ -20,6 +20,9 @@ class PolicyNodeConfig:
     threads: CPU threads of the backend (0 = the backend's default).
     halting_k_max: cap on recurrent-core iterations per chunk (0 = the checkpoint's default).
     halting_delta: halting threshold on the change between iterations (negative = the checkpoint's default).
+    envelope_margin: joint units (rad) the predicted targets may lie outside the joint positions the model was
+        trained on (its envelope, recorded in the checkpoint); further out they are clipped to it, so a policy
+        that drifts out of what it knows steers back instead of further out. Negative = off.
     warmup_runs: dummy inferences at configure time so the first real chunk is not slow.
     autostart: configure and activate at start; false waits for lifecycle transitions (~/change_state).
     camera_topics: one image topic per model camera, in the model's camera order; a topic ending in
@@ -50,6 +53,7 @@ class PolicyNodeConfig:
     threads: int = 0
     halting_k_max: int = 0
     halting_delta: float = -1.0
+    envelope_margin: float = 0.1
     warmup_runs: int = 2
     autostart: bool = True
     camera_topics: tuple[str, ...] = ("camera/image_raw",)

@@ -11,8 +11,9 @@ Interfaces (names relative to the node's namespace; ``~`` = the node's name):
   ``request_timeout`` s later (the chunk was lost);
 - publishes ``~/action_chunk`` (trajectory_msgs/JointTrajectory, reliable, keep last 1): header.stamp = the
   observation stamp (header stamp of the first camera's frame), point i at time_from_start (i + 1) * dt,
-  positions only, joints in the model's order under the robot's names. An empty trajectory (no points)
-  tells the executor to stop and hold;
+  positions only, joints in the model's order under the robot's names, clipped to the joint envelope the
+  model was trained on plus ``envelope_margin`` (counted as ``chunks_confined_to_envelope`` on
+  /diagnostics). An empty trajectory (no points) tells the executor to stop and hold;
 - publishes ``/diagnostics``; services ``~/stop`` and ``~/resume`` (std_srvs/Trigger).
 
 Lifecycle: *configure* reads the parameters, loads the engine (a corrupt model or an unknown backend makes
@@ -58,6 +59,7 @@ from dream_vla_ros.nodes.health import RateMeter, cause_key
 from dream_vla_ros.nodes.inputs import FreshnessLimits, check_freshness, timing_slots
 from dream_vla_ros.nodes.policy_config import PolicyNodeConfig, is_compressed_topic
 from dream_vla_ros.nodes.worker import SingleWorker
+from dream_vla_ros.policy.envelope import confine
 
 NODE_NAME = "policy_node"
 
@@ -107,7 +109,8 @@ class PolicyNode(LifecycleNode):
         self._inputs: list[Any] = []  # our subscriptions (rclpy.Node owns the name `_subscriptions`)
         self._rates: dict[str, RateMeter] = {}
         self._counts = {"frames_received": 0, "frames_rejected": 0, "frames_dropped": 0, "requests": 0,
-                        "inferences": 0, "chunks_published": 0, "inference_failures": 0}
+                        "inferences": 0, "chunks_published": 0, "inference_failures": 0,
+                        "chunks_confined_to_envelope": 0}
         self._timings: dict[str, deque] = {}
         self._last_prediction: tuple[int, str] = (0, "")
         self._profile = None
@@ -172,6 +175,9 @@ class PolicyNode(LifecycleNode):
             f"configured: {engine.name}, cameras {list(self._cameras)} <- {list(config.camera_topics)}, "
             f"joints {list(robot_joints)}"
         )
+        if not engine.metadata.envelope.position_min and config.envelope_margin >= 0.0:
+            self.get_logger().warning("the model records no joint envelope (trained before it was recorded): "
+                                      "predicted targets are not confined to the joint range it was trained on")
         return TransitionCallbackReturn.SUCCESS
 
     def _check_against_model(self, config: PolicyNodeConfig, meta) -> tuple[str, ...]:
@@ -410,7 +416,8 @@ class PolicyNode(LifecycleNode):
         self._counts["inferences"] += 1
         try:
             prediction = engine.infer(observation)
-            positions = self._check_prediction(prediction, meta)
+            positions, confined = confine(self._check_prediction(prediction, meta), meta.envelope,
+                                          self.config.envelope_margin)
             first = job.frames[self._cameras[0]].msg.header.stamp  # exact, not via float seconds
             msg = prediction_to_trajectory(positions, self._robot_joints, prediction.dt, first)
         except Exception as exc:  # noqa: BLE001 - any engine failure: log once, publish nothing, stay alive
@@ -429,6 +436,8 @@ class PolicyNode(LifecycleNode):
         with self._lock:
             self._served = (job.request, published_at)
         self._counts["chunks_published"] += 1
+        if confined:
+            self._counts["chunks_confined_to_envelope"] += 1
         if self.diagnostics.faults.active("engine") is not None:
             self.diagnostics.clear("engine")
         self._account(job, prediction, (t0, t1, t2, t3), published_at)

@@ -285,6 +285,44 @@ class NormalizationConfig:
 
 
 @dataclass(frozen=True)
+class JointEnvelope:
+    """The joint positions a model was trained on: per joint, the lowest and highest position of its
+    demonstrations (joint states and targets). Empty = not recorded (checkpoints from before it was).
+
+    Outside it the model has never seen the arm and extrapolates, and a policy that drifts out tends to drive
+    the arm further out; the policy node keeps predicted targets within it plus a margin (``envelope_margin``).
+    """
+
+    position_min: tuple[float, ...] = ()
+    position_max: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        require(
+            len(self.position_min) == len(self.position_max),
+            "position_max",
+            f"has {len(self.position_max)} entries, position_min {len(self.position_min)}",
+        )
+        values = self.position_min + self.position_max
+        require(all(v == v and abs(v) < 1e6 for v in values), "position_min", "values must be finite")
+        require(
+            all(lo <= hi for lo, hi in zip(self.position_min, self.position_max, strict=True)),
+            "position_min",
+            "must not exceed position_max",
+        )
+
+    def union(self, other: JointEnvelope) -> JointEnvelope:
+        """The smallest envelope holding both (an empty one holds nothing)."""
+        if not other.position_min:
+            return self
+        if not self.position_min:
+            return other
+        return JointEnvelope(
+            tuple(min(a, b) for a, b in zip(self.position_min, other.position_min, strict=True)),
+            tuple(max(a, b) for a, b in zip(self.position_max, other.position_max, strict=True)),
+        )
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Everything that defines a policy checkpoint.
 
@@ -303,6 +341,7 @@ class ModelConfig:
     halting: HaltingConfig = field(default_factory=HaltingConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
+    envelope: JointEnvelope = field(default_factory=JointEnvelope)
 
     def __post_init__(self) -> None:
         require(bool(self.preset), "preset", "must be non-empty")
@@ -322,6 +361,11 @@ class ModelConfig:
             len(norm.action_offset) in (0, j, h * j),
             "normalization.action_offset",
             f"has {len(norm.action_offset)} entries, expected {j} (per joint), {h * j} (per step and joint) or none",
+        )
+        require(
+            len(self.envelope.position_min) in (0, j),
+            "envelope.position_min",
+            f"has {len(self.envelope.position_min)} entries, expected {j} (one per joint) or none",
         )
 
     @property

@@ -28,7 +28,8 @@ import torch
 from dream_vla_ros.configuration import require
 from dream_vla_ros.errors import ConfigError
 from dream_vla_ros.policy.checkpoint import load_checkpoint, save_checkpoint
-from dream_vla_ros.policy.config import ModelConfig, preset
+from dream_vla_ros.policy.config import JointEnvelope, ModelConfig, preset
+from dream_vla_ros.policy.envelope import fit_envelope
 from dream_vla_ros.policy.model import VlaModel
 from dream_vla_ros.policy.normalization import fit_normalization
 from dream_vla_ros.policy.objectives import collate, make_objective
@@ -176,6 +177,15 @@ def _fit_statistics(model_config: ModelConfig, sampler: ChunkSampler, rng: np.ra
     return dataclasses.replace(model_config, normalization=norm)
 
 
+def _envelope(model_config: ModelConfig, episodes: list, init: VlaModel | None) -> JointEnvelope:
+    """The joint positions of the training episodes (joint states and targets), widened by the envelope of
+    the model fine-tuned from (when it drives the same joints): the model keeps what it learned there."""
+    envelope = fit_envelope(array for e in episodes for array in (e.proprio, e.actions))
+    if init is not None and init.config.joint_names == model_config.joint_names:
+        envelope = envelope.union(init.config.envelope)
+    return envelope
+
+
 def train(config: TrainConfig, progress: Callable[[int, dict[str, float]], None] | None = None,
           resume: bool = False, log: Callable[[str], None] = print) -> TrainResult:
     """Train per ``config``; ``progress(step, metrics)`` is called after every step."""
@@ -204,9 +214,11 @@ def train(config: TrainConfig, progress: Callable[[int, dict[str, float]], None]
     val_sampler = ChunkSampler(list(dataset.episodes(val_ids)), model_config.chunk_length, stride) if val_ids else None
     if resumed is None:
         model_config = _fit_statistics(model_config, sampler, rng)
+        init = load_checkpoint(config.init) if config.init else None
+        model_config = dataclasses.replace(model_config, envelope=_envelope(model_config, load, init))
         model = VlaModel(model_config)
-        if config.init:
-            report = transfer_weights(model, load_checkpoint(config.init))
+        if init is not None:
+            report = transfer_weights(model, init)
             for line in report.lines():
                 log(line)
     model.to(config.device).train()

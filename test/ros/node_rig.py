@@ -29,15 +29,16 @@ HOME = (0.1, -0.2, 0.0)
 LIMITS = {"position_min": [-3.0], "position_max": [3.0], "max_velocity": [1.0], "max_acceleration": [5.0]}
 
 
-def make_model(directory: Path) -> Path:
-    """The ``tiny`` preset with random weights and two cameras (main: Image, wrist: CompressedImage)."""
+def make_model(directory: Path, **changes: Any) -> Path:
+    """The ``tiny`` preset with random weights and two cameras (main: Image, wrist: CompressedImage);
+    ``changes`` replace fields of its ModelConfig."""
     import dataclasses
 
     from dream_vla_ros.policy.checkpoint import save_checkpoint
     from dream_vla_ros.policy.config import preset
     from dream_vla_ros.policy.model import build_model
 
-    config = preset("tiny")
+    config = preset("tiny", **changes)
     config = dataclasses.replace(config, vision=dataclasses.replace(config.vision, cameras=tuple(CAMERAS)))
     save_checkpoint(build_model(config), directory)
     return directory

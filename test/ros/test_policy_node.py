@@ -101,3 +101,23 @@ def test_autostart_and_refusal_to_configure_a_mismatched_model(ros, model_dir, t
     assert rig.lifecycle("configure") and rig.lifecycle("activate")
     rig.wait(lambda: len(rig.chunks) >= 2, what="chunks once configured")
     assert rig.alive("policy")
+
+
+def test_chunks_are_confined_to_the_models_joint_envelope(ros, tmp_path):
+    """Predicted targets further than envelope_margin outside the joint range the model was trained on are
+    clipped to it, and the node counts those chunks on /diagnostics."""
+    from dream_vla_ros.policy.config import JointEnvelope
+
+    # the random-weight model predicts targets near 0 rad; it was "trained" between 2 and 3 rad
+    envelope = JointEnvelope(position_min=(2.0, 2.0, 2.5), position_max=(2.2, 3.0, 2.5))
+    model = make_model(tmp_path / "enveloped", envelope=envelope)
+    params = write_params(tmp_path / "params.yaml", policy_node=policy_params(model, envelope_margin=0.05))
+    rig = Rig(ros, act_as_executor=True)
+    rig.set_goal("open the drawer")
+    start_node(ros, "policy", "dream_vla_ros.nodes.policy_node", params)
+    rig.wait(lambda: len(rig.chunks) >= 3, what="chunks")
+    for chunk in rig.chunks:
+        for point in chunk.msg.points:  # robot order: shoulder, elbow, finger = model joints 0, 1, 2
+            assert list(point.positions) == pytest.approx([1.95, 1.95, 2.45])
+    rig.wait(lambda: int(rig.value("policy_node", "chunks_confined_to_envelope", "0")) >= 1,
+             what="the count of confined chunks")

@@ -138,3 +138,27 @@ def test_training_reads_the_chosen_dataset_cameras(tmp_path):
     assert load_checkpoint(right.out).config.vision.cameras == ("right",)
     with pytest.raises(Exception, match="middle not in the dataset"):
         train(config(tmp_path / "two", tmp_path / "bad", steps=2, cameras=("middle",)), log=lambda _: None)
+
+
+def _ramp_dataset(root, offset: float):
+    """Two episodes whose joints ramp from ``offset`` to ``offset + 0.22`` (targets 0.02 ahead)."""
+    writer = DatasetWriter(root, JOINTS, 0.05, {"cam": (32, 32)},
+                           phrasings={"up": {"train": ["move up"], "heldout": []}})
+    proprio = (offset + 0.02 * np.arange(12)[:, None] * np.ones(3)).astype(np.float32)
+    images = {"cam": np.full((12, 32, 32, 3), 90, np.uint8)}
+    writer.finalize([writer.write(Episode(images=images, proprio=proprio, actions=proprio + 0.02, task="up",
+                                          instruction="move up", seed=i), i) for i in range(2)])
+    return root
+
+
+def test_the_checkpoint_records_the_joint_envelope_of_its_data_and_of_the_model_it_was_tuned_from(tmp_path):
+    first = train(config(_ramp_dataset(tmp_path / "low", 0.0), tmp_path / "first", steps=2, val_fraction=0.0),
+                  log=lambda _: None)
+    envelope = load_checkpoint(first.out).config.envelope
+    np.testing.assert_allclose(envelope.position_min, [0.0] * 3, atol=1e-6)
+    np.testing.assert_allclose(envelope.position_max, [0.24] * 3, atol=1e-6)
+    tuned = train(config(_ramp_dataset(tmp_path / "high", 1.0), tmp_path / "tuned", steps=2, val_fraction=0.0,
+                         init=str(first.out)), log=lambda _: None)
+    envelope = load_checkpoint(tuned.out).config.envelope  # the union: it still knows the first range
+    np.testing.assert_allclose(envelope.position_min, [0.0] * 3, atol=1e-6)
+    np.testing.assert_allclose(envelope.position_max, [1.24] * 3, atol=1e-6)
