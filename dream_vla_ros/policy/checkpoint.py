@@ -70,6 +70,15 @@ def save_checkpoint(
     return directory
 
 
+def _envelope_line(config: ModelConfig) -> str:
+    e = config.envelope
+    if not e.position_min:
+        return "- Joint envelope: not recorded (predicted targets are not confined)"
+    ranges = ", ".join(f"{n} [{lo:.3f}, {hi:.3f}]"
+                       for n, lo, hi in zip(config.joint_names, e.position_min, e.position_max, strict=True))
+    return f"- Joint envelope (the demonstrations' range; the policy node clips targets to it + a margin): {ranges}"
+
+
 def model_card(config: ModelConfig, document: Mapping[str, Any], notes: str = "") -> str:
     """A short human-readable description of the checkpoint."""
     weights = document["weights"]
@@ -88,6 +97,7 @@ def model_card(config: ModelConfig, document: Mapping[str, Any], notes: str = ""
         f"- Trunk: {config.trunk.layers} layers x width {config.trunk.width}, {config.num_context_tokens} tokens",
         f"- Halting defaults: delta = {h.delta:g} ({h.metric}, relative={h.relative}), "
         f"k_min = {h.k_min}, k_max = {h.k_max}",
+        _envelope_line(config),
         f"- Format {document['format']} v{document['format_version']}, package {document['package_version']}",
     ]
     metadata = document.get("metadata") or {}

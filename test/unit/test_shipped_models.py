@@ -36,6 +36,9 @@ def test_shipped_model_loads_infers_and_is_documented(model_dir):
     assert chunk.positions.shape == (config.chunk_length, config.num_joints)
     assert np.all(np.isfinite(chunk.positions))
     assert 1 <= chunk.iterations <= config.halting.k_max
+    envelope = config.envelope  # the policy node confines the model's targets to it
+    assert len(envelope.position_min) == config.num_joints
+    assert all(lo < hi for lo, hi in zip(envelope.position_min[:-1], envelope.position_max[:-1], strict=True))
 
 
 def test_info_lists_the_shipped_models():

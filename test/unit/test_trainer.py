@@ -157,6 +157,7 @@ def test_the_checkpoint_records_the_joint_envelope_of_its_data_and_of_the_model_
     envelope = load_checkpoint(first.out).config.envelope
     np.testing.assert_allclose(envelope.position_min, [0.0] * 3, atol=1e-6)
     np.testing.assert_allclose(envelope.position_max, [0.24] * 3, atol=1e-6)
+    assert "Joint envelope (the demonstrations' range" in (first.out / "MODEL_CARD.md").read_text()
     tuned = train(config(_ramp_dataset(tmp_path / "high", 1.0), tmp_path / "tuned", steps=2, val_fraction=0.0,
                          init=str(first.out)), log=lambda _: None)
     envelope = load_checkpoint(tuned.out).config.envelope  # the union: it still knows the first range
