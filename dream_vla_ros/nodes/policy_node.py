@@ -397,9 +397,10 @@ class PolicyNode(LifecycleNode):
     def _infer(self, job: Job) -> None:
         from dream_vla_ros.policy.observation import Observation
 
-        engine, meta = self.engine, self.engine.metadata if self.engine else None
-        if engine is None:
+        engine, config = self.engine, self.config
+        if engine is None or config is None:
             return
+        meta = engine.metadata
         t0 = time.perf_counter()
         images = {}
         for camera, frame in job.frames.items():
@@ -417,7 +418,7 @@ class PolicyNode(LifecycleNode):
         try:
             prediction = engine.infer(observation)
             positions, confined = confine(self._check_prediction(prediction, meta), meta.envelope,
-                                          self.config.envelope_margin)
+                                          config.envelope_margin)
             first = job.frames[self._cameras[0]].msg.header.stamp  # exact, not via float seconds
             msg = prediction_to_trajectory(positions, self._robot_joints, prediction.dt, first)
         except Exception as exc:  # noqa: BLE001 - any engine failure: log once, publish nothing, stay alive
