@@ -36,7 +36,6 @@ class TrajectoryPoint:
 
 @dataclass(frozen=True)
 class _Active:
-    start: float
     times: np.ndarray  # absolute times [N] or [N + 1], with the point before the trajectory (at receipt) first
     positions: np.ndarray  # [len(times), J]
     velocities: np.ndarray | None  # [len(times), J] or None (linear interpolation)
@@ -133,7 +132,7 @@ class TrajectoryFollower:
             all_times = np.concatenate([[now], all_times])
             all_positions = np.vstack([before_pos, positions_arr])
             all_velocities = None if velocities_arr is None else np.vstack([before_vel, velocities_arr])
-        self._active = _Active(start, all_times, all_positions, all_velocities)
+        self._active = _Active(all_times, all_positions, all_velocities)
         self._hold_position = None
         self.accepted += 1
         return ""
