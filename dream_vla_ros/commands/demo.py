@@ -33,6 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gif", default="", metavar="PATH", help="save the camera view with the instructions")
     parser.add_argument("--device", default="cpu", help="policy backend device (cpu, cuda)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of the policy backend")
+    parser.add_argument("--real-time-factor", type=float, default=0.0, metavar="R",
+                        help="simulated seconds per wall second (default 0: chosen from the host's measured "
+                             "headroom; the nodes run on the arm's /clock)")
+    parser.add_argument("--wall-clock", action="store_true",
+                        help="run every node on the wall clock, as on a robot (needs --real-time-factor 1)")
     parser.add_argument("--verbose", action="store_true", help="echo the nodes' output")
 
 
@@ -110,12 +115,14 @@ def main(args: argparse.Namespace) -> int:
 
     from dream_vla_ros.sim.tasks import parse_tasks
     from dream_vla_ros.train import evaluation as ev
+    from dream_vla_ros.train.pacing import PacingConfig
 
     ev.interrupt_on_sigterm()
     model = shipped_model_path(args.model)
     tasks = parse_tasks(args.tasks)
+    pacing = PacingConfig(real_time_factor=args.real_time_factor, wall_clock=args.wall_clock)
     config = ev.EvalConfig(model=str(model), tasks=tasks, episodes=1, seed=args.seed, phrasings=args.phrasings,
-                           max_steps=args.max_steps, threads=args.threads, device=args.device)
+                           max_steps=args.max_steps, threads=args.threads, device=args.device, pacing=pacing)
     recorder = GifRecorder() if args.gif else None
     work = Path(tempfile.mkdtemp(prefix="dream_vla_demo_"))
     profile_path = work / "policy_profile.jsonl"
@@ -125,7 +132,7 @@ def main(args: argparse.Namespace) -> int:
     results = []
     try:
         session.start()
-        profile = ev.ChunkProfile(profile_path)
+        runner = ev.PacedEpisodes(session, config, ev.ChunkProfile(profile_path), log=print)
         if recorder is not None:
             session.record_frames(recorder.on_frame)
         for i, task in enumerate(tasks):
@@ -137,15 +144,16 @@ def main(args: argparse.Namespace) -> int:
                 if recorder is not None:
                     recorder.caption = event["instruction"]
 
-            result = ev.run_policy_episode(session, config, profile, task, seed, i, on_start=on_start)
+            result = runner.run(task, seed, i, on_start=on_start)
             results.append(result)
             if recorder is not None:
                 recorder.outcome(result.success)
             outcome = f"success in {result.steps} steps ({result.steps * ev.CONTROL_DT:.2f} s)" if result.success \
                 else f"not solved within {result.steps} steps"
             k, latency = result.k_mean, result.latency_ms_median
-            print(f"  -> {outcome}; {len(result.k)} chunks, k mean {k:.1f}, latency median {latency:.0f} ms"
-                  if k is not None and latency is not None else f"  -> {outcome}; no chunk received", flush=True)
+            pace = f"; real-time factor {result.real_time_factor:g}, {result.lag_events} lag events"
+            print(f"  -> {outcome}; {len(result.k)} chunks, k mean {k:.1f}, latency median {latency:.0f} ms{pace}"
+                  if k is not None and latency is not None else f"  -> {outcome}; no chunk received{pace}", flush=True)
     except Exception:
         if session.processes is not None:
             print(session.outputs(), file=sys.stderr)
@@ -153,7 +161,11 @@ def main(args: argparse.Namespace) -> int:
     finally:
         session.close()
     solved = sum(r.success for r in results)
-    print(f"solved {solved}/{len(results)} goals")
+    lag = sum(r.lag_events for r in results)
+    factors = ", ".join(f"{f:g}" for f in sorted({r.real_time_factor for r in results}, reverse=True))
+    clock = "wall clock" if pacing.wall_clock else "simulation time"
+    print(f"solved {solved}/{len(results)} goals ({clock}, real-time factor {factors}, {lag} lag events"
+          + ("; the simulation fell behind: this run does not count)" if lag else ")"))
     if recorder is not None:
         frames = recorder.save(args.gif)
         print(f"saved {frames} frames to {args.gif}")

@@ -6,10 +6,18 @@ evaluation scenes apart from the training demonstrations), and reports per-task 
 recurrent-core iterations k (mean and histogram) and the observation-to-chunk latency. Progress goes to
 stderr; --json prints one JSON object on stdout. results.json, results.md and plots go to --out.
 
+Time: every node runs on the simulated arm's /clock at a real-time factor this host sustains, chosen from
+measured CPU headroom (an episode that still lags is run again slower), so a slow or busy machine gives the
+same figures as a fast one; --real-time-factor R fixes the factor; --real-time-factor 1 --wall-clock runs
+on the wall clock as a robot does. The factor, the lag events (0, or the result says it does not count) and
+the host go into the results.
+
 examples:
   dream-vla-ros eval --model models/metaworld_mt10 --tasks mt10 --episodes 20 --json
   dream-vla-ros eval --model metaworld_mt10 --episodes 20 --phrasings heldout --out runs/eval/heldout
   dream-vla-ros eval --model metaworld_mt10 --episodes 10 --k-sweep
+  dream-vla-ros eval --model metaworld_mt10 --episodes 5 --delay-sweep --json
+  dream-vla-ros eval --model metaworld_mt10 --episodes 20 --real-time-factor 1 --wall-clock
   dream-vla-ros eval --model metaworld_mt10 --episodes 20 --controller-interface action --json
   dream-vla-ros eval --expert --tasks mt10 --episodes 5
 """
@@ -36,6 +44,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "action and servo need control_msgs (see docs/moveit.md)")
     parser.add_argument("--k-sweep", action="store_true",
                         help="evaluate fixed k = 1, 2, 4, 8, K_max and adaptive halting")
+    parser.add_argument("--delay-sweep", action="store_true",
+                        help="evaluate with each chunk held back by 0, 50, 100, 200 and 300 ms (policy_node "
+                             "added_delay): success against latency")
+    parser.add_argument("--delays", default="", metavar="MS,MS",
+                        help="the delays of --delay-sweep in ms (default 0,50,100,200,300)")
+    parser.add_argument("--delay-jitter", type=float, default=0.0, metavar="MS",
+                        help="each added delay is drawn uniformly from delay +- this (ms)")
+    parser.add_argument("--real-time-factor", type=float, default=0.0, metavar="R",
+                        help="simulated seconds per wall second (default 0: chosen from the host's measured "
+                             "headroom, so that no lag events happen)")
+    parser.add_argument("--wall-clock", action="store_true",
+                        help="run every node on the wall clock, as on a robot (needs --real-time-factor 1)")
     parser.add_argument("--expert", action="store_true",
                         help="replay the scripted experts' joint targets through the arm's trajectory topic")
     parser.add_argument("--max-steps", type=int, default=500, help="physics steps (12.5 ms) per episode")
@@ -53,7 +73,8 @@ def _default_out(args: argparse.Namespace) -> str:
     from pathlib import Path
 
     name = "expert" if args.expert else Path(args.model.rstrip("/")).name or "model"
-    suffix = "_ksweep" if args.k_sweep else ""
+    suffix = "_ksweep" if args.k_sweep else ("_delaysweep" if args.delay_sweep else "")
+    suffix += "_wallclock" if args.wall_clock else ""
     interface = "" if args.controller_interface == "topic" else f"_{args.controller_interface}"
     return f"runs/eval/{name}_{args.phrasings}{interface}{suffix}"
 
@@ -63,16 +84,22 @@ def main(args: argparse.Namespace) -> int:
 
     from dream_vla_ros.errors import ConfigError
     from dream_vla_ros.sim.tasks import parse_tasks
-    from dream_vla_ros.train import evaluation
+    from dream_vla_ros.train import eval_report, evaluation
+    from dream_vla_ros.train.pacing import PacingConfig
 
     evaluation.interrupt_on_sigterm()
-    if args.expert and args.k_sweep:
-        raise ConfigError("--k-sweep evaluates a model; it does not apply to --expert")
+    if args.expert and (args.k_sweep or args.delay_sweep):
+        raise ConfigError("--k-sweep and --delay-sweep evaluate a model; they do not apply to --expert")
+    if args.k_sweep and args.delay_sweep:
+        raise ConfigError("choose one of --k-sweep and --delay-sweep")
+    if args.delays and not args.delay_sweep:
+        raise ConfigError("--delays goes with --delay-sweep")
+    pacing = PacingConfig(real_time_factor=args.real_time_factor, wall_clock=args.wall_clock)
     config = evaluation.EvalConfig(
         model=args.model, tasks=parse_tasks(args.tasks), episodes=args.episodes, seed=args.seed,
         phrasings=args.phrasings, controller_interface=args.controller_interface, config=args.config,
         max_steps=args.max_steps, threads=args.threads, device=args.device, expert=args.expert,
-        domain_id=args.domain_id,
+        domain_id=args.domain_id, pacing=pacing, added_delay_jitter=args.delay_jitter / 1e3,
     )
     out = Path(args.out or _default_out(args))
     echo = sys.stderr if args.verbose else None
@@ -80,12 +107,30 @@ def main(args: argparse.Namespace) -> int:
         result = evaluation.evaluate_expert(config, echo=echo)
     elif args.k_sweep:
         result = evaluation.evaluate_k_sweep(config, out, echo=echo)
+    elif args.delay_sweep:
+        delays = parse_delays(args.delays) if args.delays else evaluation.DELAY_SWEEP_MS
+        result = evaluation.evaluate_delay_sweep(config, out, delays, echo=echo)
     else:
         result = evaluation.evaluate_policy(config, evaluation.ADAPTIVE, out, echo=echo)
-    result["files"] = evaluation.write_outputs(result, out)
+    result["files"] = eval_report.write_outputs(result, out)
+    if result.get("lag_events"):
+        print(eval_report.lag_warning(result), file=sys.stderr)
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "episodes"}))
     else:
-        print(evaluation.markdown_report(result))
+        print(eval_report.markdown_report(result))
         print(f"written: {', '.join([result['files']['markdown'], *result['files']['plots']])}")
     return 0
+
+
+def parse_delays(text: str) -> tuple[float, ...]:
+    """'0,50,100' -> (0.0, 50.0, 100.0) milliseconds."""
+    from dream_vla_ros.errors import ConfigError
+
+    try:
+        delays = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"--delays: expected comma-separated milliseconds, got {text!r}") from None
+    if not delays or any(not 0.0 <= d <= 10_000.0 for d in delays):
+        raise ConfigError(f"--delays: expected delays in [0, 10000] ms, got {text!r}")
+    return delays

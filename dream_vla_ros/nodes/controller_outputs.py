@@ -1,8 +1,10 @@
 """How the chunk executor's windows reach the controllers: one small interface, three strategies.
 
 - :class:`TopicOutput` (``controller_interface: topic``): a ``trajectory_msgs/JointTrajectory`` per controller
-  on ``<controller>/joint_trajectory`` every tick (RELIABLE, as the JointTrajectoryController subscribes).
-  Fire and forget: the controller reports nothing back.
+  on ``<controller>/joint_trajectory`` (RELIABLE, as the JointTrajectoryController subscribes): at once when
+  the plan changes and otherwise every ``topic_period`` while the arm moves (0: every tick); each window
+  reaches far beyond that period and ends at rest, so the controller always has the plan ahead. Fire and
+  forget: the controller reports nothing back.
 - :class:`ActionOutput` (``action``): ``control_msgs/action/FollowJointTrajectory`` goals on
   ``<controller>/follow_joint_trajectory``, the interface MoveIt's controller manager uses. A goal carries the
   window plus the configured path/goal tolerances; one is sent at once when the plan changes (a chunk merged,
@@ -122,12 +124,35 @@ class ControllerOutput:
         return {}
 
 
+class SendSchedule:
+    """When a window goes out: at once when the plan (or its mode) changed since the last one sent, else every
+    ``period`` seconds while the arm moves, and never while it holds still (the last window ended at rest and
+    the controller holds it). ``period`` 0: every tick."""
+
+    def __init__(self, period: float) -> None:
+        self.period = period
+        self._last: tuple[int, str, float] | None = None  # plan version, mode, time of the last send
+
+    def due(self, command: Command) -> bool:
+        last, mode = self._last, command.window.mode
+        if self.period <= 0.0 or last is None or last[0] != command.plan_version or last[1] != mode:
+            return True
+        return mode != "holding" and command.now - last[2] >= self.period - 1e-9
+
+    def sent(self, command: Command) -> None:
+        self._last = (command.plan_version, command.window.mode, command.now)
+
+    def forget(self) -> None:
+        """The next command is due whatever was sent before."""
+        self._last = None
+
+
 class TopicOutput(ControllerOutput):
-    """JointTrajectory windows on ``<controller>/joint_trajectory``, every tick."""
+    """JointTrajectory windows on ``<controller>/joint_trajectory`` (see the module docstring for when)."""
 
     interface = "topic"
 
-    def __init__(self, node, controllers: dict[str, list[int]]) -> None:
+    def __init__(self, node, controllers: dict[str, list[int]], period: float = 0.0) -> None:
         from trajectory_msgs.msg import JointTrajectory
 
         self._controllers = [
@@ -136,11 +161,18 @@ class TopicOutput(ControllerOutput):
             for controller, columns in controllers.items()
         ]
         self.windows_published = 0
+        self._schedule = SendSchedule(period)
 
     def endpoints(self) -> list[tuple[str, str, bool]]:
         return [(c, p.topic_name, p.get_subscription_count() > 0) for c, _, p in self._controllers]
 
+    def start(self) -> None:
+        self._schedule.forget()
+
     def send(self, command: Command) -> None:
+        if not self._schedule.due(command):
+            return
+        self._schedule.sent(command)
         window = command.window
         stamp = seconds_to_stamp(window.stamp) if window.stamp > 0.0 else None
         for _, columns, publisher in self._controllers:
@@ -185,7 +217,7 @@ class ActionOutput(ControllerOutput):
         self._tracks = {controller: _GoalTrack() for controller in controllers}
         self._epoch = 0
         self._faults: list[ControllerFault] = []
-        self._last: tuple[int, str, float] | None = None  # plan version, mode, time of the last send
+        self._schedule = SendSchedule(config.action.goal_period)
         self._in_flight = 0  # goals sent without an acceptance or rejection yet
         self._counts = {"goals_sent": 0, "goals_accepted": 0, "goals_rejected": 0, "goals_succeeded": 0,
                         "goals_superseded": 0, "goals_failed": 0, "feedback": 0}
@@ -204,15 +236,8 @@ class ActionOutput(ControllerOutput):
     def endpoints(self) -> list[tuple[str, str, bool]]:
         return [(c, self._endpoint_names[c], client.server_is_ready()) for c, _, client in self._clients]
 
-    def _due(self, command: Command) -> bool:
-        last = self._last
-        mode = command.window.mode
-        if last is None or last[0] != command.plan_version or last[1] != mode:
-            return True
-        return mode != "holding" and command.now - last[2] >= self._config.goal_period - 1e-9
-
     def send(self, command: Command) -> None:
-        if not self._due(command):
+        if not self._schedule.due(command):
             return
         window = command.window
         stamp = seconds_to_stamp(window.stamp) if window.stamp > 0.0 else None
@@ -236,7 +261,7 @@ class ActionOutput(ControllerOutput):
             future.add_done_callback(lambda f, c=controller, s=seq, e=epoch: self._on_response(c, s, e, f))
             sent = True
         if sent:
-            self._last = (command.plan_version, window.mode, command.now)
+            self._schedule.sent(command)
 
     def _fault(self, epoch: int, fault: ControllerFault) -> None:
         with self._lock:
@@ -299,7 +324,7 @@ class ActionOutput(ControllerOutput):
         with self._lock:
             self._epoch += 1
             self._faults.clear()
-        self._last = None
+        self._schedule.forget()
 
     def stop(self) -> None:
         self.start()
@@ -341,7 +366,7 @@ class ServoOutput(ControllerOutput):
         self._gain = config.servo.position_gain
         self._publisher = node.create_publisher(self._jog_type, config.servo.command_topic, qos.CONTROLLER)
         others = {c: cols for c, cols in controllers.items() if c != config.controller}
-        self._topic = TopicOutput(node, others) if others else None
+        self._topic = TopicOutput(node, others, config.topic_period) if others else None
         self._previous: np.ndarray | None = None
         self._clock = lambda: node.get_clock().now().nanoseconds * 1e-9
         self.commands_published = 0
@@ -371,6 +396,8 @@ class ServoOutput(ControllerOutput):
 
     def start(self) -> None:
         self._previous = None
+        if self._topic is not None:
+            self._topic.start()
 
     def stop(self) -> None:
         """One zero-velocity command if anything was sent (Servo would repeat the last velocity until its
@@ -395,8 +422,8 @@ def make_output(node, config: ExecutorNodeConfig, callback_group=None) -> Contro
         return ActionOutput(node, controllers, config, callback_group)
     if config.controller_interface == "servo":
         return ServoOutput(node, controllers, config)
-    return TopicOutput(node, controllers)
+    return TopicOutput(node, controllers, config.topic_period)
 
 
-__all__ = ["ERROR_CODES", "ActionOutput", "Command", "ControllerFault", "ControllerOutput", "ServoOutput",
-           "TopicOutput", "import_control_msgs", "make_output"]
+__all__ = ["ERROR_CODES", "ActionOutput", "Command", "ControllerFault", "ControllerOutput", "SendSchedule",
+           "ServoOutput", "TopicOutput", "import_control_msgs", "make_output"]

@@ -95,11 +95,15 @@ class ExecutorNodeConfig:
     max_joint_state_age: seconds; older joint states make the executor brake to a hold.
     max_future: seconds a joint state stamp may lie ahead of this node's clock.
     request_period: seconds between repeated chunk requests while the executor wants a chunk.
+    topic_period: seconds between windows on the topic interface while the plan is unchanged and the arm
+        moves; a changed plan (new chunk, stop, reset, activation, a mode change) goes at once, and nothing is
+        sent while it holds still; 0 = a window every control tick. Must be shorter than a window.
     hold_without_controller: brake to a hold while a controller has no subscriber (topic, servo) or its
         action server is not available (action).
     diagnostics_period: seconds between /diagnostics messages (also published at once on a new cause).
-    executor_threads: threads of the process's ROS executor: 1 = single-threaded (lowest latency in rclpy),
-        2 or more = multi-threaded (the control timer's callback group runs beside the subscriptions).
+    executor_threads: threads of the process's ROS executor for chunks, services and lifecycle transitions: 1 =
+        single-threaded (lowest latency in rclpy), 2 or more = multi-threaded. The control loop has its own
+        thread either way.
     profile_path: file to append one JSON line of timings per chunk to (empty = off; for benchmarks).
     """
 
@@ -116,6 +120,7 @@ class ExecutorNodeConfig:
     max_joint_state_age: float = 0.1
     max_future: float = 0.05
     request_period: float = 0.05
+    topic_period: float = 0.05
     hold_without_controller: bool = True
     diagnostics_period: float = 1.0
     executor_threads: int = 1
@@ -141,6 +146,8 @@ class ExecutorNodeConfig:
                     f"needs 1 value or one per joint of chunking.joint_names ({len(names)}), got {len(values)}")
         window = self.chunking.window
         span = window.points * window.spacing_ticks * self.chunking.control_period
+        require(0.0 <= self.topic_period < span, "topic_period",
+                f"must be in [0, {span:g}) s (shorter than a window), got {self.topic_period:g} s")
         require(self.action.goal_period < span, "action.goal_period",
                 f"must be shorter than a window ({span:g} s = chunking.window.points * spacing_ticks * "
                 f"control_period), got {self.action.goal_period:g} s")

@@ -6,8 +6,10 @@ Interfaces (names relative to the node's namespace; ``~`` = the node's name):
   header.stamp = observation stamp, point i at (i + 1) * dt, joints by name (exactly chunking.joint_names,
   any order). An empty trajectory means stop: the executor brakes to a hold and accepts only chunks from
   observations taken after it;
-- subscribes ``joint_states_topic`` (sensor_msgs/JointState, best effort keep last 1): the measured state
-  the executor starts from, and the staleness watchdog;
+- reads ``joint_states_topic`` (sensor_msgs/JointState, best effort keep last 1): the measured state the
+  executor starts from, and the staleness watchdog; the newest sample is taken at each control tick (a polled
+  subscription on the helper node ``<name>_inputs``, see ``polling.py``), so a 500 Hz stream costs no
+  executor wake-ups;
 - commands the controllers through ``controller_interface`` (see ``controller_outputs.py``): ``topic``
   publishes ``<controller>/joint_trajectory`` per controller (trajectory_msgs/JointTrajectory, RELIABLE as the
   JTC requires): every control period a short window of positions + velocities that ends at rest (see
@@ -51,9 +53,10 @@ reports the controller's error code and string on ``~/status`` and /diagnostics 
 Lifecycle: with ``autostart`` (default) the node configures and activates itself; ``start_paused`` keeps it
 silent until ``~/activate``. Parameters are read at construction.
 
-The control timer runs in its own callback group, so with ``executor_threads`` > 1 a MultiThreadedExecutor
-serves it in parallel with the subscriptions; the default single thread measured lower latency and fewer
-late ticks in rclpy (``dream-vla-ros bench latency``). The executor core is guarded by one lock.
+The control loop runs on a thread of its own, every ``chunking.control_period`` of the node's clock (wall or
+simulated time; ``polling.ClockTicker``), not as an executor timer: an rclpy executor wake-up costs more CPU
+than the tick itself. The executor (``executor_threads``: 1 = single-threaded, more = a MultiThreadedExecutor)
+serves chunks, services and lifecycle transitions meanwhile. The executor core is guarded by one lock.
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ from dream_vla_ros.nodes.diagnostics import Diagnostics, read_joint_state
 from dream_vla_ros.nodes.executor_config import ExecutorNodeConfig
 from dream_vla_ros.nodes.health import RateMeter, cause_key
 from dream_vla_ros.nodes.inputs import FreshnessLimits, check_freshness
+from dream_vla_ros.nodes.polling import ClockTicker, PolledInputs
 
 NODE_NAME = "chunk_executor"
 
@@ -142,7 +146,6 @@ class ExecutorNode(LifecycleNode):
         self._rate = RateMeter()
         self._profile = open(config.profile_path, "a", buffering=1) if config.profile_path else None  # noqa: SIM115
 
-        control_group = MutuallyExclusiveCallbackGroup()
         io_group = MutuallyExclusiveCallbackGroup()
         self.diagnostics = Diagnostics(self, self._diagnostic_values, config.diagnostics_period,
                                        callback_group=io_group)
@@ -152,13 +155,13 @@ class ExecutorNode(LifecycleNode):
         self._status_pub = self.create_publisher(String, "~/status", STATUS_QOS)
         chunks = self.create_subscription(JointTrajectory, config.chunk_topic, self._on_chunk, qos.CHUNK,
                                           callback_group=io_group)
-        self.create_subscription(JointState, config.joint_states_topic, self._on_joint_state, qos.SENSOR,
-                                 callback_group=io_group)
+        self._polled = PolledInputs(self)
+        self._joint_input = self._polled.subscribe(JointState, config.joint_states_topic, qos.SENSOR)
         self.create_service(Trigger, "~/stop", self._on_stop, callback_group=io_group)
         self.create_service(Trigger, "~/resume", self._on_resume, callback_group=io_group)
         self.create_service(Trigger, "~/pause", self._on_pause, callback_group=io_group)
         self.create_service(Trigger, "~/activate", self._on_activate_service, callback_group=io_group)
-        self._timer = self.create_timer(config.chunking.control_period, self._on_tick, callback_group=control_group)
+        self._ticker = ClockTicker(self, config.chunking.control_period, self._on_tick, self._on_tick_error)
         endpoints = [name for _, name, _ in self._output.endpoints()]
         self.get_logger().info(
             f"executing {list(self.joint_names)} at {1.0 / config.chunking.control_period:g} Hz through "
@@ -166,6 +169,7 @@ class ExecutorNode(LifecycleNode):
             + ("; paused until ~/activate" if config.start_paused else "")
         )
         self._publish_status(self._now())
+        self._ticker.start()
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -177,9 +181,15 @@ class ExecutorNode(LifecycleNode):
             self.trigger_activate()
 
     def close(self) -> None:
+        self._ticker.close()
+        self._polled.close()
         if self._profile is not None:
             self._profile.close()
             self._profile = None
+
+    def _on_tick_error(self, exc: BaseException) -> None:
+        text = f"{type(exc).__name__}: {exc}"
+        self.diagnostics.report("control loop", cause_key(text), f"control tick failed: {text}")
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def on_activate(self, state) -> TransitionCallbackReturn:
@@ -299,6 +309,9 @@ class ExecutorNode(LifecycleNode):
         return PAUSING if self._pausing else ACTIVE
 
     def _on_tick(self) -> None:
+        msg = self._joint_input.take_newest()
+        if msg is not None:
+            self._on_joint_state(msg)
         now = self._now()
         period = self.config.chunking.control_period
         if self._last_tick is not None and now - self._last_tick > 1.5 * period:

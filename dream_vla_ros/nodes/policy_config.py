@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from dream_vla_ros.configuration import require
@@ -44,6 +45,12 @@ class PolicyNodeConfig:
         time after which a request still repeated is answered again (its chunk was lost).
     diagnostics_period: seconds between /diagnostics messages (also published at once on a new cause).
     profile_path: file to append one JSON line of timings per chunk to (empty = off; for benchmarks).
+    added_delay: test setting, 0 on a robot: seconds of this node's clock (sim time under use_sim_time) each
+        chunk is held back after inference before it is published, to measure how the closed loop degrades
+        when chunks come late (a slower engine, a loaded computer, a policy across a network;
+        ``eval --delay-sweep``). The inference worker waits meanwhile, as it would for a slower engine.
+    added_delay_jitter: seconds; each chunk's added delay is drawn uniformly from added_delay +- this
+        (never below 0).
     """
 
     model: str = ""
@@ -54,6 +61,8 @@ class PolicyNodeConfig:
     halting_k_max: int = 0
     halting_delta: float = -1.0
     envelope_margin: float = 0.1
+    added_delay: float = 0.0
+    added_delay_jitter: float = 0.0
     warmup_runs: int = 2
     autostart: bool = True
     camera_topics: tuple[str, ...] = ("camera/image_raw",)
@@ -89,6 +98,9 @@ class PolicyNodeConfig:
             require(getattr(self, name) > 0.0, name, f"must be > 0 s, got {getattr(self, name)}")
         require(self.max_future >= 0.0, "max_future", f"must be >= 0 s, got {self.max_future}")
         require(self.max_goal_bytes >= 1, "max_goal_bytes", f"must be >= 1, got {self.max_goal_bytes}")
+        for name in ("added_delay", "added_delay_jitter"):
+            value = getattr(self, name)
+            require(math.isfinite(value) and 0.0 <= value <= 10.0, name, f"must be in [0, 10] s, got {value}")
 
     @property
     def expected_image_size(self) -> tuple[int, int] | None:

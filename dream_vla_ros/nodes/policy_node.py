@@ -4,7 +4,8 @@ Interfaces (names relative to the node's namespace; ``~`` = the node's name):
 
 - subscribes ``camera_topics`` (sensor_msgs/Image rgb8/bgr8/mono8, or CompressedImage on ``.../compressed``)
   and ``joint_states_topic`` (sensor_msgs/JointState) with best-effort keep-last-1 QoS: only the newest frame
-  per camera and the newest joint state are kept;
+  per camera and the newest joint state are kept (joint states are read when an observation is made, from a
+  polled subscription on the helper node ``<name>_inputs``: a 500 Hz stream wakes nothing; ``polling.py``);
 - subscribes ``goal_topic`` (std_msgs/String, reliable + transient local); an empty goal means stop;
 - subscribes ``chunk_request_topic`` (std_msgs/Header, from the chunk executor): each request (frame_id) is
   answered by one chunk, only when the inputs are fresh, and again only if the executor still repeats it
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import threading
 import time
 from collections import deque
@@ -58,6 +60,7 @@ from dream_vla_ros.nodes.diagnostics import Diagnostics, read_joint_state
 from dream_vla_ros.nodes.health import RateMeter, cause_key
 from dream_vla_ros.nodes.inputs import FreshnessLimits, check_freshness, timing_slots
 from dream_vla_ros.nodes.policy_config import PolicyNodeConfig, is_compressed_topic
+from dream_vla_ros.nodes.polling import PolledInputs, PolledSubscription
 from dream_vla_ros.nodes.worker import SingleWorker
 from dream_vla_ros.policy.envelope import confine
 
@@ -107,6 +110,8 @@ class PolicyNode(LifecycleNode):
         self._request: tuple[str, float] | None = None
         self._served: tuple[str, float] = ("", 0.0)  # request answered last, and when
         self._inputs: list[Any] = []  # our subscriptions (rclpy.Node owns the name `_subscriptions`)
+        self._polled = PolledInputs(self)  # joint states are read when an observation is made (polling.py)
+        self._joint_input: PolledSubscription | None = None
         self._rates: dict[str, RateMeter] = {}
         self._counts = {"frames_received": 0, "frames_rejected": 0, "frames_dropped": 0, "requests": 0,
                         "inferences": 0, "chunks_published": 0, "inference_failures": 0,
@@ -121,6 +126,8 @@ class PolicyNode(LifecycleNode):
         self.create_service(Trigger, "~/stop", self._on_stop)
         self.create_service(Trigger, "~/resume", self._on_resume)
         self._worker = SingleWorker(self._infer, self._on_worker_crash, name="inference")
+        self._closing = threading.Event()
+        self._delay_rng = random.Random(0)  # added_delay_jitter draws
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def _now(self) -> float:
@@ -137,7 +144,9 @@ class PolicyNode(LifecycleNode):
                 self.trigger_activate()
 
     def close(self) -> None:
+        self._closing.set()
         self._worker.close(timeout=2.0)
+        self._polled.close()
         if self._profile is not None:
             self._profile.close()
             self._profile = None
@@ -208,8 +217,8 @@ class PolicyNode(LifecycleNode):
                 CompressedImage if compressed else Image, topic, self._image_callback(camera, compressed), qos.SENSOR
             ))
         self._rates["joint_states"] = RateMeter()
+        self._joint_input = self._polled.subscribe(JointState, config.joint_states_topic, qos.SENSOR)
         self._inputs += [
-            self.create_subscription(JointState, config.joint_states_topic, self._on_joint_state, qos.SENSOR),
             self.create_subscription(String, config.goal_topic, self._on_goal, qos.GOAL),
             self.create_subscription(Header, config.chunk_request_topic, self._on_request, qos.REQUEST),
         ]
@@ -251,6 +260,9 @@ class PolicyNode(LifecycleNode):
         for subscription in self._inputs:
             self.destroy_subscription(subscription)
         self._inputs = []
+        if self._joint_input is not None:
+            self._polled.unsubscribe(self._joint_input)
+            self._joint_input = None
         with self._lock:
             self.config, self.engine, self._mapper = None, None, None
             self._frames, self._joints, self._request = {}, None, None
@@ -296,6 +308,13 @@ class PolicyNode(LifecycleNode):
 
         return on_image
 
+    def _poll_joint_state(self) -> None:
+        """Take the newest joint state, if one arrived since the last look."""
+        polled = self._joint_input
+        msg = polled.take_newest() if polled is not None else None
+        if msg is not None:
+            self._on_joint_state(msg)
+
     def _on_joint_state(self, msg: JointState) -> None:
         now = self._now()
         self._rates["joint_states"].tick(now)
@@ -337,6 +356,7 @@ class PolicyNode(LifecycleNode):
 
     # -- inference -------------------------------------------------------------------------------------------
     def _maybe_infer(self, now: float) -> None:
+        self._poll_joint_state()
         with self._lock:
             config, request = self.config, self._request
             if not self._active or self._stopped or not self._goal or config is None or request is None:
@@ -364,6 +384,7 @@ class PolicyNode(LifecycleNode):
 
     def _watch_inputs(self) -> None:
         """Input health shows on /diagnostics even while nobody asks for chunks."""
+        self._poll_joint_state()
         with self._lock:
             if not self._active:
                 return
@@ -427,6 +448,8 @@ class PolicyNode(LifecycleNode):
             self.diagnostics.report("engine", cause_key(text), f"inference failed: {text}")
             return
         t2 = time.perf_counter()
+        if config.added_delay > 0.0 or config.added_delay_jitter > 0.0:
+            self._hold_back(config)
         with self._lock:
             publish = self._active and not self._stopped and job.epoch == self._goal_epoch
         if not publish:
@@ -442,6 +465,14 @@ class PolicyNode(LifecycleNode):
         if self.diagnostics.faults.active("engine") is not None:
             self.diagnostics.clear("engine")
         self._account(job, prediction, (t0, t1, t2, t3), published_at)
+
+    def _hold_back(self, config: PolicyNodeConfig) -> None:
+        """The ``added_delay`` test setting: wait added_delay +- added_delay_jitter s of this node's clock."""
+        jitter = config.added_delay_jitter
+        until = self._now() + max(0.0, config.added_delay + self._delay_rng.uniform(-jitter, jitter))
+        while (left := until - self._now()) > 0.0:
+            if self._closing.wait(min(left, 0.005)):
+                return
 
     @staticmethod
     def _check_prediction(prediction, meta) -> np.ndarray:

@@ -44,7 +44,8 @@ class SimArmNodeConfig:
         trajectories; longer than a client's joint-state timeout, so a client holding a commanded state (the
         chunk executor) sees the outage and restarts from the new measured state.
     real_time_factor: simulated seconds per wall-clock second; above 1 only with use_sim_time (the node then
-        publishes /clock), never faster than the wall clock otherwise.
+        publishes /clock), never faster than the wall clock otherwise; may change at run time (the pace
+        changes at the next physics step).
     max_lag: seconds the simulation may fall behind its schedule before it gives up catching up (counted as
         a lag event; with wall-clock stamps the missed time is skipped, like a controller missing updates).
     diagnostics_period: seconds between /diagnostics messages.

@@ -63,7 +63,10 @@ wall clock and every stamp is the wall time of the physics state it describes (n
 clock); if it falls more than ``max_lag`` behind (overloaded machine), it skips the missed time and counts a
 lag event, like a controller missing updates. With ``use_sim_time: true`` the node publishes ``/clock`` from
 the simulation (starting at one physics step) and stamps with it; ``real_time_factor`` then sets the pace
-(above 1 runs faster than the wall clock, only when asked). Rendering happens only for camera frames, and
+(above 1 runs faster than the wall clock, only when asked). ``real_time_factor`` may change while the node
+runs (``ros2 param set``; the pace changes at the next physics step): a client that measures the host's
+headroom slows the simulation down instead of letting it lag. Every end event carries the factor in force.
+Rendering happens only for camera frames, and
 only for cameras whose topic has a subscriber (about 18 ms per 128 px frame on llvmpipe, against ~0.8 ms per
 physics step).
 """
@@ -94,6 +97,7 @@ from dream_vla_ros.nodes import params, qos
 from dream_vla_ros.nodes.conversions import duration_to_seconds, rgb_to_image, seconds_to_stamp, stamp_to_seconds
 from dream_vla_ros.nodes.diagnostics import Diagnostics
 from dream_vla_ros.nodes.health import RateMeter, cause_key
+from dream_vla_ros.nodes.polling import PolledInputs
 from dream_vla_ros.nodes.sim_arm_config import EPISODE_PARAMETERS, SimArmNodeConfig
 from dream_vla_ros.sim.goal_tolerances import INVALID_GOAL, ControllerConstraints, GoalMonitor
 
@@ -189,6 +193,7 @@ class SimArmNode(Node):
             )
         self._lock = threading.Lock()
         self._choice = {name: getattr(config, name) for name in EPISODE_PARAMETERS}
+        self.real_time_factor = config.real_time_factor  # live: read by the simulation thread every step
         self._pending: list[tuple[list[str], float, list[Any], _ServerGoal | None]] = []
         self._reset_request: _ResetRequest | None = None
         self._stop = threading.Event()
@@ -221,8 +226,10 @@ class SimArmNode(Node):
 
             self._clock_type = Clock
             self._clock_pub = self.create_publisher(Clock, "/clock", LATCHED_QOS)
-        self.create_subscription(JointTrajectory, config.trajectory_topic, self._on_trajectory, TRAJECTORY_QOS,
-                                 callback_group=io_group)
+        # The controller topic is read by the simulation thread at every physics step, as a controller's update
+        # loop reads its command buffer (polling.py: no executor wake-up per message).
+        self._polled = PolledInputs(self)
+        self._trajectory_input = self._polled.subscribe(JointTrajectory, config.trajectory_topic, TRAJECTORY_QOS)
         self.create_service(Trigger, "~/reset", self._on_reset, callback_group=reset_group)
         self.blocking_nodes: list[Node] = []
         self._action_server = self._create_action_server()
@@ -253,29 +260,46 @@ class SimArmNode(Node):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
+        self._polled.close()
 
     # -- parameters ------------------------------------------------------------------------------------------
     def _on_set_parameters(self, parameters) -> SetParametersResult:
         fields = {f.name for f in dataclasses.fields(SimArmNodeConfig)}
         changes = {}
+        pace = None
         for parameter in parameters:
             if parameter.name in EPISODE_PARAMETERS:
                 changes[parameter.name] = parameter.value
+            elif parameter.name == "real_time_factor":
+                pace = parameter.value
             elif parameter.name in fields:
                 return SetParametersResult(
                     successful=False, reason=f"{parameter.name} is read at start; restart the node to change it"
                 )
-        if not changes:
-            return SetParametersResult(successful=True)
-        with self._lock:
-            choice = {**self._choice, **changes}
-        try:
-            dataclasses.replace(self.config, **choice)
-        except (DreamVlaError, TypeError) as exc:
-            return SetParametersResult(successful=False, reason=str(exc))
-        with self._lock:
-            self._choice = choice
+        if pace is not None:
+            reason = self._pace_problem(pace)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        if changes:
+            with self._lock:
+                choice = {**self._choice, **changes}
+            try:
+                dataclasses.replace(self.config, **choice)
+            except (DreamVlaError, TypeError) as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+            with self._lock:
+                self._choice = choice
+        if pace is not None:
+            self.real_time_factor = float(pace)
         return SetParametersResult(successful=True)
+
+    def _pace_problem(self, value: Any) -> str:
+        """Why ``value`` cannot be the real-time factor now ('' if it can)."""
+        if not isinstance(value, float) or not math.isfinite(value) or not 0.0 < value <= 100.0:
+            return f"real_time_factor must be a float in (0, 100], got {value!r}"
+        if value > 1.0 and not self.use_sim_time:
+            return "real_time_factor above 1 needs use_sim_time: true"
+        return ""
 
     # -- interfaces ------------------------------------------------------------------------------------------
     @staticmethod
@@ -399,7 +423,7 @@ class SimArmNode(Node):
 
     def _on_reset(self, request, response):
         # Building a task's scene takes up to ~2 s on a loaded machine; two pauses follow.
-        timeout = 30.0 + 4.0 * self.config.reset_pause / self.config.real_time_factor
+        timeout = 30.0 + 4.0 * self.config.reset_pause / self.real_time_factor
         deadline = time.monotonic() + timeout
         while True:
             with self._lock:
@@ -453,6 +477,7 @@ class SimArmNode(Node):
             values: dict[str, object] = {**self._status, **self._counts}
             follower = dict(self._follower_counts)
             step_ms, render_ms = list(self._step_ms), list(self._render_ms)
+        values["real_time_factor"] = self.real_time_factor
         values["physics rate_hz"] = self._physics_rate.value(now)
         values["camera rate_hz"] = self._camera_rate.value(now)
         values["trajectories accepted"] = follower["accepted"]
@@ -501,6 +526,7 @@ class _SimulationLoop:
         self.feedback = None
         # Pacing: tick k has ROS time time_anchor + (k - k_anchor) * dt and is due at wall time
         # wall_anchor + (k - k_anchor) * dt / real_time_factor.
+        self.pace = node.real_time_factor
         self.k = 0
         self.k_anchor = 0
         self.wall_anchor = time.time()
@@ -522,7 +548,10 @@ class _SimulationLoop:
             while not node._stop.is_set():
                 self.tick()
                 self.k += 1
-                due = self.wall_anchor + (self.k - self.k_anchor) * self.dt / self.config.real_time_factor
+                if node.real_time_factor != self.pace:  # changed live: the new pace starts here
+                    self.pace = node.real_time_factor
+                    self.reanchor()
+                due = self.wall_anchor + (self.k - self.k_anchor) * self.dt / self.pace
                 wait = due - time.time()
                 if wait > 0.0:
                     node._stop.wait(wait)
@@ -536,6 +565,8 @@ class _SimulationLoop:
     # -- one physics tick -------------------------------------------------------------------------------------
     def tick(self) -> None:
         node = self.node
+        for msg in node._trajectory_input.take_all():
+            node._on_trajectory(msg)
         with node._lock:
             request = node._reset_request if self.reset_request is None else None
             pending, node._pending = node._pending, []
@@ -731,7 +762,7 @@ class _SimulationLoop:
             lag_events = self.node._counts["lag_events"] - self.lag_events_at_start
         self.node._publish_event({
             "event": kind, "episode": episode.number, "task": episode.task, "seed": episode.seed,
-            "steps": episode.steps, "stamp": t, "lag_events": lag_events,
+            "steps": episode.steps, "stamp": t, "lag_events": lag_events, "real_time_factor": self.pace,
             "goal_distance": round(state.goal_distance, 4), "closest_goal_distance": round(episode.closest, 4),
         })
 

@@ -19,8 +19,13 @@ Protocol (``dream-vla-ros eval``):
 - per episode: an empty goal stops the policy, ``/sim_arm/reset`` starts the seeded episode and answers its
   instruction, the instruction is published as the goal, and the episode ends at the arm's ``success`` event
   or its ``truncated`` event (``max_steps`` physics steps of 12.5 ms after the controller became active,
-  Meta-World's 500 by default). Time runs at wall-clock pace: inference latency costs episode time as on a
-  robot;
+  Meta-World's 500 by default);
+- time: every node runs on the simulated arm's ``/clock`` (``use_sim_time``) at a real-time factor the host
+  sustains (:mod:`dream_vla_ros.train.pacing`: chosen from measured CPU headroom, lowered and the episode run
+  again after a lag event), so a slow or busy host slows the whole loop down instead of corrupting it; the
+  policy's latency then counts in simulated time. ``--real-time-factor R`` fixes the factor, and
+  ``--real-time-factor 1 --wall-clock`` runs on the wall clock as a robot does (latency costs wall time).
+  Every episode records its factor and lag events; a result with lag events says so;
 - the policy node's per-chunk profile (``profile_path``) gives the recurrent-core iterations ``k`` and the
   latency of every chunk of the episode: **latency** = chunk publication time - stamp of the camera frame it
   was computed from (transport, waiting, preprocessing, inference, publication); **inference** = the
@@ -30,14 +35,18 @@ Protocol (``dream-vla-ros eval``):
 (halting off: ``halting_delta`` 0, ``halting_k_max`` k) and with adaptive halting (the checkpoint's
 defaults); each setting restarts the node graph with those policy-node parameters.
 
+``--delay-sweep`` repeats it with each chunk's publication held back by 0, 50, 100, 200 and 300 ms of the
+policy node's clock (``added_delay``, plus ``--delay-jitter``): how a slower engine, a loaded computer or a
+policy across a network looks to the loop.
+
 ``--expert`` checks the ROS 2 path itself: the scripted expert of each task runs in this process (mocap
 control, no rendering), and its joint-position targets are sent as one ``JointTrajectory`` (a point every
 12.5 ms, ``header.stamp`` 0) on the arm's controller topic after the seeded reset; the episode succeeds when
 the arm reports success. Episodes whose expert itself fails are skipped and counted; the same targets are
 also replayed directly into MuJoCo for comparison.
 
-Results: one JSON-able dict (:func:`summarize`), a Markdown report (:func:`markdown_report`) and plots
-(:func:`write_plots`).
+Results: one JSON-able dict (:func:`summarize`); the Markdown report and plots are in
+:mod:`dream_vla_ros.train.eval_report`.
 """
 
 from __future__ import annotations
@@ -64,6 +73,8 @@ import numpy as np
 from dream_vla_ros.configuration import require
 from dream_vla_ros.errors import ConfigError, DreamVlaError
 from dream_vla_ros.sim.tasks import MT10, PHRASING_SPLITS
+from dream_vla_ros.train.eval_report import centimetres
+from dream_vla_ros.train.pacing import LoadMeter, Pacer, PacingConfig, available_cores, host_description
 
 DEFAULT_SEED = 100_000
 CONTROLLER_INTERFACES = ("topic", "action", "servo")  # chunk_executor.controller_interface
@@ -126,6 +137,8 @@ class EvalConfig:
     threads: CPU threads of the policy node's backend. device: where it runs (cpu, cuda).
     expert: replay the scripted expert's joint targets through the arm's trajectory topic instead.
     domain_id: ROS_DOMAIN_ID of the private graph (None: a random one in 120..229).
+    pacing: the clock and real-time factor (see :mod:`dream_vla_ros.train.pacing`).
+    added_delay / added_delay_jitter: seconds each chunk is held back (the policy node's test setting).
     """
 
     model: str = ""
@@ -140,6 +153,9 @@ class EvalConfig:
     device: str = "cpu"
     expert: bool = False
     domain_id: int | None = None
+    pacing: PacingConfig = field(default_factory=PacingConfig)
+    added_delay: float = 0.0
+    added_delay_jitter: float = 0.0
 
     def __post_init__(self) -> None:
         require(len(self.tasks) >= 1, "tasks", "at least one task is needed")
@@ -154,6 +170,9 @@ class EvalConfig:
         require(self.threads >= 0, "threads", f"must be >= 0, got {self.threads}")
         require(self.expert or bool(self.model), "model", "a model directory is needed (or use the expert mode)")
         require(self.domain_id is None or 0 <= self.domain_id <= 232, "domain_id", "must be in [0, 232]")
+        for name in ("added_delay", "added_delay_jitter"):
+            value = getattr(self, name)
+            require(math.isfinite(value) and 0.0 <= value <= 10.0, name, f"must be in [0, 10] s, got {value}")
 
 
 @dataclass
@@ -175,6 +194,7 @@ class EpisodeResult:
     note: str = ""
     goal_distance: float | None = None
     closest_goal_distance: float | None = None
+    real_time_factor: float = 1.0
 
     @classmethod
     def ended(cls, task: str, seed: int, instruction: str, end: dict[str, Any], wall_s: float,
@@ -182,7 +202,8 @@ class EpisodeResult:
         """The result of an episode from its ``success`` / ``truncated`` event."""
         return cls(task, seed, instruction, end["event"] == "success", int(end["steps"]), wall_s,
                    lag_events=int(end.get("lag_events", 0)), goal_distance=end.get("goal_distance"),
-                   closest_goal_distance=end.get("closest_goal_distance"), **chunks)
+                   closest_goal_distance=end.get("closest_goal_distance"),
+                   real_time_factor=float(end.get("real_time_factor", 1.0)), **chunks)
 
     @property
     def k_mean(self) -> float | None:
@@ -271,7 +292,14 @@ def summarize(episodes: Sequence[EpisodeResult], config: EvalConfig, halting: Ha
         "inference_ms_median": overall["inference_ms_median"],
         "inference_ms_mean": overall["inference_ms_mean"],
         "steps_mean": overall["steps_mean"],
+        "pacing": config.pacing.mode,
+        "real_time_factor": min((e.real_time_factor for e in episodes), default=config.pacing.initial_factor),
+        "real_time_factors": sorted({e.real_time_factor for e in episodes}, reverse=True),
         "lag_events": sum(e.lag_events for e in episodes),
+        "episodes_with_lag": sum(e.lag_events > 0 for e in episodes),
+        "added_delay_ms": 1e3 * config.added_delay,
+        "added_delay_jitter_ms": 1e3 * config.added_delay_jitter,
+        "host": host_description(),
         **extra,
         "episodes": [e.as_dict() for e in episodes],
     }
@@ -516,23 +544,37 @@ class RosSession:
 
         self._goal_pub.publish(String(data=text))
 
-    def reset(self, task: str, seed: int, split: str = "train", index: int = 0, timeout: float = 60.0) -> dict:
-        """Start a seeded episode on the arm; returns its reset event (with ``instruction`` and ``episode``)."""
+    def _set_sim_parameters(self, values: dict[str, Any]) -> None:
         from rcl_interfaces.srv import SetParameters
         from rclpy.parameter import Parameter
-        from std_srvs.srv import Trigger
 
-        values = {"task": task, "seed": int(seed), "phrasing_split": split, "phrasing_index": int(index)}
         request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg()
                                                     for k, v in values.items()])
         response = self._call(self._params_client, request, 10.0, "the arm's set_parameters")
         for name, result in zip(values, response.results, strict=True):
             if not result.successful:
                 raise ConfigError(f"sim_arm rejected {name}={values[name]!r}: {result.reason}")
+
+    def reset(self, task: str, seed: int, split: str = "train", index: int = 0, timeout: float = 60.0) -> dict:
+        """Start a seeded episode on the arm; returns its reset event (with ``instruction`` and ``episode``)."""
+        from std_srvs.srv import Trigger
+
+        self._set_sim_parameters({"task": task, "seed": int(seed), "phrasing_split": split,
+                                  "phrasing_index": int(index)})
         answer = self._call(self._reset_client, Trigger.Request(), timeout, f"{self.sim_name}/reset")
         if not answer.success:
             raise DreamVlaError(f"{self.sim_name}/reset failed: {answer.message}")
         return json.loads(answer.message)
+
+    def set_real_time_factor(self, factor: float) -> None:
+        """Change the simulated arm's pace live (its ``real_time_factor`` parameter)."""
+        self._set_sim_parameters({"real_time_factor": float(factor)})
+
+    def load_meter(self) -> LoadMeter:
+        """A CPU meter over the graph's processes and this client (the simulated arm measured alone too)."""
+        pids = [proc.popen.pid for proc in self.processes.processes.values()]
+        sim = self.processes.processes.get("sim_arm")
+        return LoadMeter([*pids, os.getpid()], sim.popen.pid if sim is not None else None)
 
     def executor_call(self, service: str, timeout: float = 10.0) -> str:
         """Call the chunk executor's ``~/pause`` or ``~/activate`` (the hand-over services); returns the answer."""
@@ -591,14 +633,17 @@ def _episode_plan(config: EvalConfig) -> list[tuple[str, int, int]]:
     return [(task, config.seed + i, i) for task in config.tasks for i in range(config.episodes)]
 
 
-def _episode_timeout(config: EvalConfig) -> float:
-    return config.max_steps * CONTROL_DT * 2.0 + 15.0
+def _episode_timeout(config: EvalConfig, real_time_factor: float = 1.0) -> float:
+    """Wall seconds to wait for an episode's end event at ``real_time_factor``."""
+    return config.max_steps * CONTROL_DT * 2.0 / min(real_time_factor, 1.0) + 15.0
 
 
 def run_policy_episode(session: RosSession, config: EvalConfig, profile: ChunkProfile, task: str, seed: int,
-                       index: int, on_start: Callable[[dict], None] | None = None) -> EpisodeResult:
+                       index: int, on_start: Callable[[dict], None] | None = None,
+                       real_time_factor: float = 1.0) -> EpisodeResult:
     """One closed-loop episode: stop, reset, goal, wait for success or truncation, stop (with the action and
-    servo interfaces: pause the executor before the reset and activate it after, see the module docstring)."""
+    servo interfaces: pause the executor before the reset and activate it after, see the module docstring).
+    The chunks counted are those computed from observations stamped during the episode (the arm's clock)."""
     handover = session.controller_interface != "topic" and bool(session.executor_name)
     session.set_goal("")
     if handover:
@@ -608,15 +653,15 @@ def run_policy_episode(session: RosSession, config: EvalConfig, profile: ChunkPr
         session.executor_call("activate")
     if on_start is not None:
         on_start(event)
-    started_wall, started = time.time(), time.monotonic()
+    started = time.monotonic()
     session.set_goal(event["instruction"])
-    end = session.wait_episode_end(event["episode"], _episode_timeout(config))
+    end = session.wait_episode_end(event["episode"], _episode_timeout(config, real_time_factor))
     session.set_goal("")
-    finished_wall = time.time()
-    k, latency, inference = chunk_statistics(profile.between(started_wall, finished_wall))
+    k, latency, inference = chunk_statistics(
+        profile.between(float(event["stamp"]), float(end["stamp"]) if end else math.inf))
     if end is None:
         return EpisodeResult(task, seed, event["instruction"], False, config.max_steps, time.monotonic() - started,
-                             k, latency, inference, note="no end event (timeout)")
+                             k, latency, inference, note="no end event (timeout)", real_time_factor=real_time_factor)
     return EpisodeResult.ended(task, seed, event["instruction"], end, time.monotonic() - started, k=k,
                                latency_ms=latency, inference_ms=inference)
 
@@ -649,27 +694,76 @@ def policy_overrides(config: EvalConfig, halting: Halting, profile_path: Path) -
     cameras, topics = camera_wiring(checkpoint_cameras(config.model))
     overrides = {
         "policy_node": {"model": str(config.model), "device": config.device, "threads": config.threads,
-                        "profile_path": str(profile_path), "camera_topics": topics, **halting.overrides()},
+                        "profile_path": str(profile_path), "camera_topics": topics, **halting.overrides(),
+                        "added_delay": config.added_delay, "added_delay_jitter": config.added_delay_jitter},
         "sim_arm": {"task": config.tasks[0], "max_steps": config.max_steps, "phrasing_split": config.phrasings,
                     "cameras": cameras, "camera_topics": topics},
+        "chunk_executor": {},
     }
     if config.controller_interface != "topic":
-        overrides["chunk_executor"] = {"controller_interface": config.controller_interface}
-    return overrides
+        overrides["chunk_executor"]["controller_interface"] = config.controller_interface
+    return clock_overrides(config.pacing, overrides)
+
+
+def clock_overrides(pacing: PacingConfig, overrides: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``overrides`` with every node on the arm's /clock (unless wall-clock) and the arm's first pace."""
+    sim_time = not pacing.wall_clock
+    out = {node: {**values, "use_sim_time": sim_time} for node, values in overrides.items()}
+    out["sim_arm"] = {**out.get("sim_arm", {"use_sim_time": sim_time}), "real_time_factor": pacing.initial_factor}
+    return out
+
+
+class PacedEpisodes:
+    """Runs episodes on a session at a pace the host sustains (:class:`~dream_vla_ros.train.pacing.Pacer`):
+    measures the graph's CPU during each episode, lowers the arm's real-time factor when headroom is short,
+    and runs an episode again after a lag event (auto pacing; the discarded runs are kept in ``retries``)."""
+
+    def __init__(self, session: RosSession, config: EvalConfig, profile: ChunkProfile, log: Log = _stderr) -> None:
+        self.session = session
+        self.config = config
+        self.profile = profile
+        self.log = log
+        self.pacer = Pacer(config.pacing, available_cores())
+        self.retries: list[dict[str, Any]] = []
+        self._meter = session.load_meter()
+
+    def run(self, task: str, seed: int, index: int,
+            on_start: Callable[[dict], None] | None = None) -> EpisodeResult:
+        attempt = 0
+        while True:
+            factor = self.pacer.factor
+            self._meter.begin()
+            result = run_policy_episode(self.session, self.config, self.profile, task, seed, index,
+                                        on_start=on_start if attempt == 0 else None, real_time_factor=factor)
+            sample = self._meter.end(result.steps * CONTROL_DT)
+            decision = self.pacer.after_episode(sample, result.lag_events, attempt)
+            if decision.reason:
+                self.log(f"pace: {task} seed {seed}: {decision.reason}")
+            if decision.factor != factor:
+                self.session.set_real_time_factor(decision.factor)
+            if not decision.retry:
+                return result
+            self.retries.append({"task": task, "seed": seed, "real_time_factor": factor,
+                                 "lag_events": result.lag_events, "success": result.success})
+            attempt += 1
 
 
 def _episode_line(n: int, total: int, result: EpisodeResult) -> str:
     if result.success:
         outcome = f"success in {result.steps} steps"
     elif result.goal_distance is not None and result.closest_goal_distance is not None:
-        outcome = (f"failed ({result.steps} steps, {_centimetres(result.goal_distance)} cm from the goal, "
-                   f"closest {_centimetres(result.closest_goal_distance)} cm)")
+        outcome = (f"failed ({result.steps} steps, {centimetres(result.goal_distance)} cm from the goal, "
+                   f"closest {centimetres(result.closest_goal_distance)} cm)")
     else:
         outcome = f"failed ({result.steps} steps)"
     k = f", k {result.k_mean:.1f}" if result.k else ""
     latency = f", {result.latency_ms_median:.0f} ms" if result.latency_ms else ""
-    note = f" [{result.note}]" if result.note else ""
-    return f"[{n}/{total}] {result.task} seed {result.seed}: {outcome}{k}{latency}{note}"
+    notes = [result.note] if result.note else []
+    if result.lag_events:
+        notes.append(f"{result.lag_events} lag event(s): does not count")
+    note = "".join(f" [{text}]" for text in notes)
+    pace = f", real-time factor {result.real_time_factor:g}" if result.real_time_factor != 1.0 else ""
+    return f"[{n}/{total}] {result.task} seed {result.seed}: {outcome}{k}{latency}{pace}{note}"
 
 
 def evaluate_policy(config: EvalConfig, halting: Halting, work_dir: Path, log: Log = _stderr,
@@ -691,11 +785,12 @@ def evaluate_policy(config: EvalConfig, halting: Halting, work_dir: Path, log: L
         f"{config.phrasings} phrasings, seeds {config.seed}..{config.seed + config.episodes - 1}")
     session = RosSession(config.config, overrides=policy_overrides(config, halting, profile_path),
                          domain_id=config.domain_id, echo=echo, log=log)
+    runner = None
     try:
         session.start()
-        profile = ChunkProfile(profile_path)
+        runner = PacedEpisodes(session, config, ChunkProfile(profile_path), log)
         for n, (task, seed, index) in enumerate(plan, 1):
-            result = run_policy_episode(session, config, profile, task, seed, index)
+            result = runner.run(task, seed, index)
             episodes.append(result)
             log(_episode_line(n, len(plan), result))
     except DreamVlaError:
@@ -704,7 +799,8 @@ def evaluate_policy(config: EvalConfig, halting: Halting, work_dir: Path, log: L
         raise
     finally:
         session.close()
-    return summarize(episodes, config, halting, wall_s=time.monotonic() - started)
+    return summarize(episodes, config, halting, wall_s=time.monotonic() - started,
+                     lag_retries=runner.retries if runner else [])
 
 
 def checkpoint_k_max(model: str | Path) -> int:
@@ -729,12 +825,39 @@ def evaluate_k_sweep(config: EvalConfig, work_dir: Path, log: Log = _stderr, ech
             "mean_success": result["mean_success"], "k_mean": result["k_mean"],
             "latency_ms_median": result["latency_ms_median"], "latency_ms_mean": result["latency_ms_mean"],
             "inference_ms_median": result["inference_ms_median"], "inference_ms_mean": result["inference_ms_mean"],
+            "real_time_factors": result["real_time_factors"], "lag_events": result["lag_events"],
             "tasks": {t: v["success_rate"] for t, v in result["tasks"].items()},
         })
         if halting == ADAPTIVE:
             adaptive = result
     adaptive["k_sweep"] = rows
     return adaptive
+
+
+DELAY_SWEEP_MS = (0.0, 50.0, 100.0, 200.0, 300.0)
+
+
+def evaluate_delay_sweep(config: EvalConfig, work_dir: Path, delays_ms: Sequence[float] = DELAY_SWEEP_MS,
+                         log: Log = _stderr, echo: Any = None) -> dict[str, Any]:
+    """:func:`evaluate_policy` with each chunk held back by every delay of ``delays_ms`` (the policy node's
+    ``added_delay``, jitter from ``config``); the first setting's result on top, with a ``delay_sweep`` list."""
+    rows, first = [], None
+    for delay_ms in delays_ms:
+        setting = dataclasses.replace(config, added_delay=delay_ms / 1e3)
+        log(f"delay sweep: +{delay_ms:g} ms")
+        result = evaluate_policy(setting, ADAPTIVE, work_dir / f"delay_{delay_ms:g}ms", log, echo)
+        rows.append({
+            "added_delay_ms": delay_ms, "mean_success": result["mean_success"],
+            "latency_ms_median": result["latency_ms_median"], "k_mean": result["k_mean"],
+            "inference_ms_median": result["inference_ms_median"], "real_time_factors": result["real_time_factors"],
+            "lag_events": result["lag_events"], "episodes_with_lag": result["episodes_with_lag"],
+            "tasks": {t: v["success_rate"] for t, v in result["tasks"].items()},
+        })
+        first = first or result
+    first["delay_sweep"] = rows
+    first["lag_events"] = sum(r["lag_events"] for r in rows)
+    first["episodes_with_lag"] = sum(r["episodes_with_lag"] for r in rows)
+    return first
 
 
 def expert_trajectory(targets: np.ndarray):
@@ -763,8 +886,8 @@ def evaluate_expert(config: EvalConfig, log: Log = _stderr, echo: Any = None) ->
     direct: Counter[str] = Counter()
     started = time.monotonic()
     arm = JointArm(SimArmConfig(task=config.tasks[0]))
-    overrides = {"sim_arm": {"task": config.tasks[0], "max_steps": config.max_steps,
-                             "phrasing_split": config.phrasings}}
+    overrides = clock_overrides(config.pacing, {"sim_arm": {"task": config.tasks[0], "max_steps": config.max_steps,
+                                                            "phrasing_split": config.phrasings}})
     session = RosSession(config.config, overrides=overrides, only=("sim_arm",), domain_id=config.domain_id,
                          echo=echo, log=log)
     try:
@@ -780,7 +903,7 @@ def evaluate_expert(config: EvalConfig, log: Log = _stderr, echo: Any = None) ->
             event = session.reset(task, seed, config.phrasings, index)
             started_episode = time.monotonic()
             publisher.publish(expert_trajectory(demo.targets))
-            end = session.wait_episode_end(event["episode"], _episode_timeout(config))
+            end = session.wait_episode_end(event["episode"], _episode_timeout(config, config.pacing.initial_factor))
             wall_s = time.monotonic() - started_episode
             result = EpisodeResult.ended(task, seed, event["instruction"], end, wall_s) if end else EpisodeResult(
                 task, seed, event["instruction"], False, config.max_steps, wall_s, note="no end event (timeout)")
@@ -803,134 +926,3 @@ def evaluate_expert(config: EvalConfig, log: Log = _stderr, echo: Any = None) ->
     summary["expert_failures"] = sum(expert_failures.values())
     summary["goal"] = EXPERT_GOAL
     return summary
-
-
-# -- reports -------------------------------------------------------------------------------------------------
-def _fmt(value: Any, digits: int = 2, percent: bool = False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if percent:
-        return f"{100 * value:.0f}%"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
-def _centimetres(metres: float | None) -> str:
-    return "-" if metres is None else f"{100 * metres:.1f}"
-
-
-def markdown_report(result: dict[str, Any]) -> str:
-    """A Markdown results table (per task, overall, k histogram and the k-sweep when present)."""
-    expert = result["mode"] == "expert"
-    title = "Expert replay through the sim_arm trajectory topic" if expert else \
-        f"Closed-loop evaluation: {result['model']}"
-    lines = [
-        f"# {title}",
-        "",
-        f"- Protocol: {result['episodes_per_task']} episode(s) per task, seeds {result['seeds'][0]}.."
-        f"{result['seeds'][1]}, {result['phrasings']} phrasings, at most {result['max_steps']} steps of 12.5 ms, "
-        f"through ROS 2 (controller interface: {result['controller_interface']}), wall-clock pace",
-    ]
-    if not expert:
-        lines.append(f"- Halting: {result['halting']['label']}")
-    lines += [f"- Mean success over tasks: **{_fmt(result['mean_success'], percent=True)}**", ""]
-    if expert:
-        lines += ["| task | ROS replay success | episodes | direct replay | expert failures | mean steps |",
-                  "|---|---|---|---|---|---|"]
-        for task, s in result["tasks"].items():
-            lines.append(f"| {task} | {_fmt(s['success_rate'], percent=True)} | {s['episodes']} | "
-                         f"{_fmt(s['direct_replay_success_rate'], percent=True)} | {s['expert_failures']} | "
-                         f"{_fmt(s['steps_mean'], 1)} |")
-        lines += ["", f"Overall ROS replay success: {_fmt(result['replay_success'], percent=True)} of "
-                  f"{result['replayed_episodes']} replayed episodes (goal >= {_fmt(result['goal'], percent=True)})."]
-        return "\n".join(lines) + "\n"
-    lines += ["| task | success | episodes | mean steps | steps to success | failures: goal distance at end / "
-              "closest (cm, median) | k mean | latency median (ms) | inference median (ms) |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for task, s in result["tasks"].items():
-        lines.append(f"| {task} | {_fmt(s['success_rate'], percent=True)} | {s['episodes']} | "
-                     f"{_fmt(s['steps_mean'], 1)} | {_fmt(s['steps_to_success_mean'], 1)} | "
-                     f"{_centimetres(s.get('failed_goal_distance_median'))} / "
-                     f"{_centimetres(s.get('failed_closest_goal_distance_median'))} | {_fmt(s['k_mean'], 2)} | "
-                     f"{_fmt(s['latency_ms_median'], 1)} | {_fmt(s['inference_ms_median'], 1)} |")
-    lines.append(f"| **mean** | **{_fmt(result['mean_success'], percent=True)}** | | {_fmt(result['steps_mean'], 1)} "
-                 f"| | | {_fmt(result['k_mean'], 2)} | {_fmt(result['latency_ms_median'], 1)} | "
-                 f"{_fmt(result['inference_ms_median'], 1)} |")
-    if result["k_histogram"]:
-        keys = list(result["k_histogram"])
-        counts = " | ".join(str(v) for v in result["k_histogram"].values())
-        lines += ["", "Iterations k per chunk:", "", "| k | " + " | ".join(keys) + " |",
-                  "|---|" + "---|" * len(keys), f"| chunks | {counts} |"]
-    if result.get("k_sweep"):
-        tasks = list(result["tasks"])
-        header = "| setting | mean success | k mean | latency mean (ms) | latency median (ms) | inference mean (ms) | "
-        rule = "|---|---|---|---|---|---|" + "---|" * len(tasks)
-        lines += ["", "## k-sweep", "", header + " | ".join(tasks) + " |", rule]
-        for row in result["k_sweep"]:
-            lines.append(f"| {row['label']} | {_fmt(row['mean_success'], percent=True)} | {_fmt(row['k_mean'], 2)} | "
-                         f"{_fmt(row['latency_ms_mean'], 1)} | {_fmt(row['latency_ms_median'], 1)} | "
-                         f"{_fmt(row['inference_ms_mean'], 1)} | "
-                         + " | ".join(_fmt(row['tasks'].get(t), percent=True) for t in tasks) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def write_plots(result: dict[str, Any], out_dir: Path) -> list[Path]:
-    """Success per task, the k histogram and (with a sweep) success and latency per setting, as PNG files."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    tasks = list(result["tasks"])
-    rates = [result["tasks"][t]["success_rate"] or 0.0 for t in tasks]
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    ax.bar(range(len(tasks)), [100 * r for r in rates], color="tab:blue")
-    ax.set_xticks(range(len(tasks)), tasks, rotation=35, ha="right", fontsize=8)
-    ax.set_ylim(0, 105)
-    ax.set_ylabel("success (%)")
-    ax.set_title(f"success per task (mean {_fmt(result['mean_success'], percent=True)}, "
-                 f"{result['episodes_per_task']} episodes each)")
-    fig.tight_layout()
-    written.append(out_dir / "success_per_task.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
-    if result.get("k_histogram"):
-        ks = [int(k) for k in result["k_histogram"]]
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        ax.bar(ks, list(result["k_histogram"].values()), color="tab:orange")
-        ax.set_xlabel("recurrent-core iterations k")
-        ax.set_ylabel("chunks")
-        ax.set_title(f"iterations per chunk (mean {_fmt(result['k_mean'], 2)})")
-        fig.tight_layout()
-        written.append(out_dir / "k_histogram.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
-    if result.get("k_sweep"):
-        rows = result["k_sweep"]
-        labels = [r["label"] for r in rows]
-        fig, ax = plt.subplots(figsize=(6, 3.4))
-        ax.bar(range(len(rows)), [100 * (r["mean_success"] or 0.0) for r in rows], color="tab:blue")
-        ax.set_xticks(range(len(rows)), labels)
-        ax.set_ylabel("mean success (%)")
-        ax.set_ylim(0, 105)
-        twin = ax.twinx()
-        twin.plot(range(len(rows)), [r["latency_ms_mean"] or 0.0 for r in rows], "o-", color="tab:red")
-        twin.set_ylabel("latency mean (ms)", color="tab:red")
-        ax.set_title("k-sweep: success and latency")
-        fig.tight_layout()
-        written.append(out_dir / "k_sweep.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
-    return written
-
-
-def write_outputs(result: dict[str, Any], out_dir: Path) -> dict[str, Any]:
-    """results.json, results.md and the plots in ``out_dir``; returns the paths written."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    markdown = out_dir / "results.md"
-    markdown.write_text(markdown_report(result))
-    plots = write_plots(result, out_dir)
-    files = {"json": str(out_dir / "results.json"), "markdown": str(markdown), "plots": [str(p) for p in plots]}
-    (out_dir / "results.json").write_text(json.dumps({**result, "files": files}, indent=2) + "\n")
-    return files

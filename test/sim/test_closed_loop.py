@@ -30,6 +30,7 @@ def test_tiny_policy_drives_the_simulated_arm_through_ros(tiny_sawyer_model, tmp
     from ros_harness import allocate_domain_id
     from sensor_msgs.msg import JointState
 
+    from dream_vla_ros.errors import ConfigError
     from dream_vla_ros.nodes import qos
     from dream_vla_ros.train import evaluation as ev
 
@@ -48,8 +49,12 @@ def test_tiny_policy_drives_the_simulated_arm_through_ros(tiny_sawyer_model, tmp
                                          qos.SENSOR)
         profile = ev.ChunkProfile(profile_path)
         starts: list[dict] = []
-        results = [ev.run_policy_episode(session, config, profile, "reach", config.seed + i, i, on_start=starts.append)
-                   for i in range(2)]
+        results = [ev.run_policy_episode(session, config, profile, "reach", config.seed, 0, on_start=starts.append)]
+        session.set_real_time_factor(0.8)  # live: the next physics step runs at the new pace
+        with pytest.raises(ConfigError, match="real_time_factor"):
+            session.set_real_time_factor(-1.0)
+        results.append(ev.run_policy_episode(session, config, profile, "reach", config.seed + 1, 1,
+                                             on_start=starts.append, real_time_factor=0.8))
         time.sleep(0.2)
         session._check_alive()  # no node crashed
     except Exception:
@@ -58,6 +63,8 @@ def test_tiny_policy_drives_the_simulated_arm_through_ros(tiny_sawyer_model, tmp
     finally:
         codes = session.close()
     assert [s["episode"] for s in starts] == [starts[0]["episode"], starts[0]["episode"] + 1]
+    assert [r.real_time_factor for r in results] == [1.0, 0.8]  # as the arm reports it in its end events
+    assert all(0.0 < s["stamp"] < 1e5 for s in starts)  # simulated time (/clock), not the wall clock
     for result in results:
         assert not result.note, result.note  # the episode ended with an event (truncated or success)
         assert 1 <= result.steps <= config.max_steps

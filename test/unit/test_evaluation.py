@@ -7,7 +7,9 @@ import json
 import pytest
 
 from dream_vla_ros.errors import ConfigError
+from dream_vla_ros.train import eval_report
 from dream_vla_ros.train import evaluation as ev
+from dream_vla_ros.train.pacing import PacingConfig
 
 
 def test_sweep_settings_cover_fixed_k_and_adaptive():
@@ -72,13 +74,44 @@ def test_summary_report_and_plots(tmp_path):
     result["k_sweep"] = [{"label": "k=1", "k_max": 1, "delta": 0.0, "mean_success": 0.5, "k_mean": 1.0,
                           "latency_ms_median": 20.0, "latency_ms_mean": 21.0, "inference_ms_median": 3.0,
                           "inference_ms_mean": 3.0, "tasks": {"reach": 0.5, "push": 0.5}}]
-    text = ev.markdown_report(result)
+    text = eval_report.markdown_report(result)
     assert "| reach | 50% | 2 |" in text and "## k-sweep" in text and "| k=1 | 50% |" in text
     assert "| 40.0 | 8.1 / 3.4 |" in text and "| 70.0 | - / - |" in text
     assert "8.1 cm from the goal, closest 3.4 cm" in ev._episode_line(2, 4, episodes[1])
-    files = ev.write_outputs(result, tmp_path / "out")
+    assert "WARNING: 1 lag event(s) in 1 episode(s)" in text  # a lagged result says it does not count
+    assert "simulation time (/clock), real-time factor 1 (auto), 1 lag event(s)" in text
+    assert "does not count" in ev._episode_line(2, 4, episodes[1])
+    assert result["episodes_with_lag"] == 1 and result["real_time_factor"] == 1.0
+    assert result["host"]["cores"] >= 1 and result["host"]["cpu_model"]
+    files = eval_report.write_outputs(result, tmp_path / "out")
     assert json.loads((tmp_path / "out" / "results.json").read_text())["mean_success"] == pytest.approx(0.75)
     assert {p.split("/")[-1] for p in files["plots"]} == {"success_per_task.png", "k_histogram.png", "k_sweep.png"}
+
+
+def test_delay_sweep_report_and_plot(tmp_path):
+    config = ev.EvalConfig(model="m", tasks=("reach",), episodes=1, pacing=PacingConfig(real_time_factor=0.5))
+    episodes = [ev.EpisodeResult("reach", 100000, "reach", True, 40, 0.6, [2], [30.0], [5.0], real_time_factor=0.5)]
+    result = ev.summarize(episodes, config)
+    assert result["pacing"] == "fixed" and result["real_time_factors"] == [0.5] and result["lag_events"] == 0
+    result["delay_sweep"] = [
+        {"added_delay_ms": d, "mean_success": s, "latency_ms_median": 30.0 + d, "k_mean": 2.0,
+         "real_time_factors": [0.5], "lag_events": 0} for d, s in ((0.0, 1.0), (300.0, 0.25))]
+    text = eval_report.markdown_report(result)
+    assert "| 300 | 25% | 330.0 | 2.00 | 0.5 | 0 |" in text and "WARNING" not in text
+    files = eval_report.write_outputs(result, tmp_path / "out")
+    assert any(p.endswith("delay_sweep.png") for p in files["plots"])
+
+
+def test_clock_overrides_put_every_node_on_sim_time_unless_wall_clock():
+    auto = ev.clock_overrides(PacingConfig(), {"policy_node": {"model": "m"}, "sim_arm": {"task": "push"}})
+    assert auto["policy_node"] == {"model": "m", "use_sim_time": True}
+    assert auto["sim_arm"] == {"task": "push", "use_sim_time": True, "real_time_factor": 1.0}
+    wall = ev.clock_overrides(PacingConfig(real_time_factor=1.0, wall_clock=True), {"chunk_executor": {}})
+    assert wall["chunk_executor"] == {"use_sim_time": False} and wall["sim_arm"]["use_sim_time"] is False
+    with pytest.raises(ConfigError, match="wall-clock"):
+        PacingConfig(wall_clock=True)  # the wall clock cannot be slowed down: it needs an explicit factor <= 1
+    with pytest.raises(ConfigError, match="added_delay"):
+        ev.EvalConfig(model="m", added_delay=-0.1)
 
 
 def test_camera_wiring_gives_each_model_camera_its_own_topic():
