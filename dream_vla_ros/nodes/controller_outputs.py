@@ -2,8 +2,8 @@
 
 - :class:`TopicOutput` (``controller_interface: topic``): a ``trajectory_msgs/JointTrajectory`` per controller
   on ``<controller>/joint_trajectory`` (RELIABLE, as the JointTrajectoryController subscribes): at once when
-  the plan changes and otherwise every ``topic_period`` while the arm moves (0: every tick); each window
-  reaches far beyond that period and ends at rest, so the controller always has the plan ahead. Fire and
+  the plan changes and otherwise every ``topic_period`` (0: every tick); each window reaches far beyond that
+  period and ends at rest, so the controller always has the plan ahead. Fire and
   forget: the controller reports nothing back.
 - :class:`ActionOutput` (``action``): ``control_msgs/action/FollowJointTrajectory`` goals on
   ``<controller>/follow_joint_trajectory``, the interface MoveIt's controller manager uses. A goal carries the
@@ -126,18 +126,22 @@ class ControllerOutput:
 
 class SendSchedule:
     """When a window goes out: at once when the plan (or its mode) changed since the last one sent, else every
-    ``period`` seconds while the arm moves, and never while it holds still (the last window ended at rest and
-    the controller holds it). ``period`` 0: every tick."""
+    ``period`` seconds; while the arm holds still only if ``while_holding`` (the last window ended at rest and
+    the controller holds it; a topic keeps streaming it so that its listeners see the executor alive, a goal
+    would only be preempted). ``period`` 0: every tick."""
 
-    def __init__(self, period: float) -> None:
+    def __init__(self, period: float, while_holding: bool) -> None:
         self.period = period
+        self.while_holding = while_holding
         self._last: tuple[int, str, float] | None = None  # plan version, mode, time of the last send
 
     def due(self, command: Command) -> bool:
         last, mode = self._last, command.window.mode
         if self.period <= 0.0 or last is None or last[0] != command.plan_version or last[1] != mode:
             return True
-        return mode != "holding" and command.now - last[2] >= self.period - 1e-9
+        if mode == "holding" and not self.while_holding:
+            return False
+        return command.now - last[2] >= self.period - 1e-9
 
     def sent(self, command: Command) -> None:
         self._last = (command.plan_version, command.window.mode, command.now)
@@ -161,7 +165,7 @@ class TopicOutput(ControllerOutput):
             for controller, columns in controllers.items()
         ]
         self.windows_published = 0
-        self._schedule = SendSchedule(period)
+        self._schedule = SendSchedule(period, while_holding=True)
 
     def endpoints(self) -> list[tuple[str, str, bool]]:
         return [(c, p.topic_name, p.get_subscription_count() > 0) for c, _, p in self._controllers]
@@ -217,7 +221,7 @@ class ActionOutput(ControllerOutput):
         self._tracks = {controller: _GoalTrack() for controller in controllers}
         self._epoch = 0
         self._faults: list[ControllerFault] = []
-        self._schedule = SendSchedule(config.action.goal_period)
+        self._schedule = SendSchedule(config.action.goal_period, while_holding=False)
         self._in_flight = 0  # goals sent without an acceptance or rejection yet
         self._counts = {"goals_sent": 0, "goals_accepted": 0, "goals_rejected": 0, "goals_succeeded": 0,
                         "goals_superseded": 0, "goals_failed": 0, "feedback": 0}

@@ -95,9 +95,9 @@ class ExecutorNodeConfig:
     max_joint_state_age: seconds; older joint states make the executor brake to a hold.
     max_future: seconds a joint state stamp may lie ahead of this node's clock.
     request_period: seconds between repeated chunk requests while the executor wants a chunk.
-    topic_period: seconds between windows on the topic interface while the plan is unchanged and the arm
-        moves; a changed plan (new chunk, stop, reset, activation, a mode change) goes at once, and nothing is
-        sent while it holds still; 0 = a window every control tick. Must be shorter than a window.
+    topic_period: seconds between windows on the topic interface while the plan is unchanged; a changed plan
+        (new chunk, stop, reset, activation, a mode change) goes at once; 0 = a window every control tick.
+        Must be shorter than a window.
     hold_without_controller: brake to a hold while a controller has no subscriber (topic, servo) or its
         action server is not available (action).
     diagnostics_period: seconds between /diagnostics messages (also published at once on a new cause).

@@ -732,9 +732,14 @@ class PacedEpisodes:
         attempt = 0
         while True:
             factor = self.pacer.factor
-            self._meter.begin()
+
+            def started(event: dict, first: bool = attempt == 0) -> None:
+                self._meter.begin()  # the episode itself: a reset's scene build is not the loop's load
+                if on_start is not None and first:
+                    on_start(event)
+
             result = run_policy_episode(self.session, self.config, self.profile, task, seed, index,
-                                        on_start=on_start if attempt == 0 else None, real_time_factor=factor)
+                                        on_start=started, real_time_factor=factor)
             sample = self._meter.end(result.steps * CONTROL_DT)
             decision = self.pacer.after_episode(sample, result.lag_events, attempt)
             if decision.reason:
