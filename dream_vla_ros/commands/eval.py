@@ -7,9 +7,9 @@ recurrent-core iterations k (mean and histogram) and the observation-to-chunk la
 stderr; --json prints one JSON object on stdout. results.json, results.md and plots go to --out.
 
 Time: every node runs on the simulated arm's /clock at a real-time factor this host sustains, chosen from
-measured CPU headroom (an episode that still lags is run again slower), so a slow or busy machine gives the
-same figures as a fast one; --real-time-factor R fixes the factor; --real-time-factor 1 --wall-clock runs
-on the wall clock as a robot does. The factor, the lag events (0, or the result says it does not count) and
+measured CPU headroom (an episode that still lags is run again slower), so a slow or busy machine slows the
+whole loop down instead of corrupting it; --real-time-factor R fixes the factor; --real-time-factor 1
+--wall-clock runs on the wall clock as a robot does (docs/evaluation.md). The factor, the lag events (0, or the result says it does not count) and
 the host go into the results.
 
 examples:

@@ -98,7 +98,24 @@ def write_plots(result: dict[str, Any], out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    written: list[Path] = []
+
+    def save(fig, name: str) -> None:
+        fig.tight_layout()
+        written.append(out_dir / name)
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+
+    def success_and_latency(x: list[float], rows: list[dict[str, Any]], latency_key: str, latency_label: str):
+        """Mean success (left axis) and a latency (right axis) per sweep setting."""
+        fig, ax = plt.subplots(figsize=(6, 3.4))
+        ax.set_ylabel("mean success (%)")
+        ax.set_ylim(0, 105)
+        twin = ax.twinx()
+        twin.plot(x, [r[latency_key] or 0.0 for r in rows], "s--", color="tab:red")
+        twin.set_ylabel(latency_label, color="tab:red")
+        return fig, ax, [100 * (r["mean_success"] or 0.0) for r in rows]
+
     tasks = list(result["tasks"])
     rates = [result["tasks"][t]["success_rate"] or 0.0 for t in tasks]
     fig, ax = plt.subplots(figsize=(8, 3.6))
@@ -108,10 +125,7 @@ def write_plots(result: dict[str, Any], out_dir: Path) -> list[Path]:
     ax.set_ylabel("success (%)")
     ax.set_title(f"success per task (mean {_fmt(result['mean_success'], percent=True)}, "
                  f"{result['episodes_per_task']} episodes each)")
-    fig.tight_layout()
-    written.append(out_dir / "success_per_task.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
+    save(fig, "success_per_task.png")
     if result.get("k_histogram"):
         ks = [int(k) for k in result["k_histogram"]]
         fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -119,42 +133,24 @@ def write_plots(result: dict[str, Any], out_dir: Path) -> list[Path]:
         ax.set_xlabel("recurrent-core iterations k")
         ax.set_ylabel("chunks")
         ax.set_title(f"iterations per chunk (mean {_fmt(result['k_mean'], 2)})")
-        fig.tight_layout()
-        written.append(out_dir / "k_histogram.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
+        save(fig, "k_histogram.png")
     if result.get("k_sweep"):
         rows = result["k_sweep"]
-        labels = [r["label"] for r in rows]
-        fig, ax = plt.subplots(figsize=(6, 3.4))
-        ax.bar(range(len(rows)), [100 * (r["mean_success"] or 0.0) for r in rows], color="tab:blue")
-        ax.set_xticks(range(len(rows)), labels)
-        ax.set_ylabel("mean success (%)")
-        ax.set_ylim(0, 105)
-        twin = ax.twinx()
-        twin.plot(range(len(rows)), [r["latency_ms_mean"] or 0.0 for r in rows], "o-", color="tab:red")
-        twin.set_ylabel("latency mean (ms)", color="tab:red")
+        x = list(range(len(rows)))
+        fig, ax, success = success_and_latency(x, rows, "latency_ms_mean", "latency mean (ms)")
+        ax.bar(x, success, color="tab:blue")
+        ax.set_xticks(x, [r["label"] for r in rows])
         ax.set_title("k-sweep: success and latency")
-        fig.tight_layout()
-        written.append(out_dir / "k_sweep.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
+        save(fig, "k_sweep.png")
     if result.get("delay_sweep"):
         rows = result["delay_sweep"]
         delays = [r["added_delay_ms"] for r in rows]
-        fig, ax = plt.subplots(figsize=(6, 3.4))
-        ax.plot(delays, [100 * (r["mean_success"] or 0.0) for r in rows], "o-", color="tab:blue")
+        fig, ax, success = success_and_latency(delays, rows, "latency_ms_median",
+                                               "observation-to-chunk latency median (ms)")
+        ax.plot(delays, success, "o-", color="tab:blue")
         ax.set_xlabel("added chunk delay (ms)")
-        ax.set_ylabel("mean success (%)")
-        ax.set_ylim(0, 105)
-        twin = ax.twinx()
-        twin.plot(delays, [r["latency_ms_median"] or 0.0 for r in rows], "s--", color="tab:red")
-        twin.set_ylabel("observation-to-chunk latency median (ms)", color="tab:red")
         ax.set_title("success against chunk delay")
-        fig.tight_layout()
-        written.append(out_dir / "delay_sweep.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
+        save(fig, "delay_sweep.png")
     return written
 
 

@@ -128,3 +128,13 @@ def test_checkpoint_cameras_are_read_without_loading_weights(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model": {"vision": {"cameras": ["corner", "topview"]}}}))
     assert ev.checkpoint_cameras(tmp_path) == ("corner", "topview")
     assert ev.checkpoint_cameras("metaworld_mt10")  # the shipped model, by name
+
+
+def test_delay_sweep_settings_from_the_command_line():
+    from dream_vla_ros.commands.eval import parse_delays
+
+    assert ev.DELAY_SWEEP_MS == (0.0, 50.0, 100.0, 200.0, 300.0)
+    assert parse_delays("0, 150,300") == (0.0, 150.0, 300.0)
+    for bad in ("", "fast", "-50", "0,20000"):
+        with pytest.raises(ConfigError, match="--delays"):
+            parse_delays(bad)
