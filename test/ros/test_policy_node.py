@@ -121,3 +121,18 @@ def test_chunks_are_confined_to_the_models_joint_envelope(ros, tmp_path):
             assert list(point.positions) == pytest.approx([1.95, 1.95, 2.45])
     rig.wait(lambda: int(rig.value("policy_node", "chunks_confined_to_envelope", "0")) >= 1,
              what="the count of confined chunks")
+
+
+def test_added_delay_holds_every_chunk_back_on_the_nodes_clock(ros, model_dir, tmp_path):
+    """The latency test setting: each chunk is published added_delay +- added_delay_jitter s after its
+    inference, so its age on arrival grows by that much (eval --delay-sweep)."""
+    params = write_params(tmp_path / "params.yaml", policy_node=policy_params(
+        model_dir, added_delay=0.3, added_delay_jitter=0.05))
+    rig = Rig(ros, act_as_executor=True)
+    rig.set_goal("open the drawer")
+    start_node(ros, "policy", "dream_vla_ros.nodes.policy_node", params)
+    rig.wait(lambda: len(rig.chunks) >= 4, timeout=30.0, what="delayed chunks")
+    ages = [c.received - c.stamp for c in rig.chunks[1:] if c.msg.points]
+    assert ages and min(ages) >= 0.25, ages  # 0.3 - 0.05 at least, plus the inference itself
+    assert max(ages) < 1.0, ages
+    assert rig.alive("policy")
