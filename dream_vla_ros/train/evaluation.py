@@ -73,7 +73,7 @@ import numpy as np
 from dream_vla_ros.configuration import require
 from dream_vla_ros.errors import ConfigError, DreamVlaError
 from dream_vla_ros.sim.tasks import MT10, PHRASING_SPLITS
-from dream_vla_ros.train.eval_report import centimetres
+from dream_vla_ros.train.eval_report import centimetres, write_outputs
 from dream_vla_ros.train.pacing import LoadMeter, Pacer, PacingConfig, available_cores, host_description
 
 DEFAULT_SEED = 100_000
@@ -850,7 +850,9 @@ def evaluate_delay_sweep(config: EvalConfig, work_dir: Path, delays_ms: Sequence
     for delay_ms in delays_ms:
         setting = dataclasses.replace(config, added_delay=delay_ms / 1e3)
         log(f"delay sweep: +{delay_ms:g} ms")
-        result = evaluate_policy(setting, ADAPTIVE, work_dir / f"delay_{delay_ms:g}ms", log, echo)
+        setting_dir = work_dir / f"delay_{delay_ms:g}ms"
+        result = evaluate_policy(setting, ADAPTIVE, setting_dir, log, echo)
+        write_outputs(result, setting_dir)  # each setting's own results, as it ends
         rows.append({
             "added_delay_ms": delay_ms, "mean_success": result["mean_success"],
             "latency_ms_median": result["latency_ms_median"], "k_mean": result["k_mean"],
