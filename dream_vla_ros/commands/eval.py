@@ -9,8 +9,8 @@ stderr; --json prints one JSON object on stdout. results.json, results.md and pl
 Time: every node runs on the simulated arm's /clock at a real-time factor this host sustains, chosen from
 measured CPU headroom (an episode that still lags is run again slower), so a slow or busy machine slows the
 whole loop down instead of corrupting it; --real-time-factor R fixes the factor; --real-time-factor 1
---wall-clock runs on the wall clock as a robot does (docs/evaluation.md). The factor, the lag events (0, or the result says it does not count) and
-the host go into the results.
+--wall-clock runs on the wall clock as a robot does (docs/evaluation.md). The factor, the lag events (0, or
+the result says it does not count) and the host go into the results.
 
 examples:
   dream-vla-ros eval --model models/metaworld_mt10 --tasks mt10 --episodes 20 --json
