@@ -43,18 +43,17 @@ def _factory(backend: str):
     return factory
 
 
-def _parameters(factory: Any) -> dict[str, inspect.Parameter] | None:
-    """The factory's parameters, or None when they cannot be known (or it takes ``**kwargs``)."""
+def _parameters(factory: Any) -> dict[str, inspect.Parameter]:
+    """The factory's parameters (empty when they cannot be known)."""
     try:
-        parameters = dict(inspect.signature(factory).parameters)
+        return dict(inspect.signature(factory).parameters)
     except (TypeError, ValueError):
-        return None
-    return None if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()) else parameters
+        return {}
 
 
 def _check_settings(factory: Any, backend: str, settings: dict[str, Any]) -> None:
     parameters = _parameters(factory)
-    if parameters is None:
+    if not parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return
     accepted = [name for name, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
     unknown = sorted(set(settings) - set(parameters))
@@ -74,7 +73,7 @@ def load_engine(model_dir: str | Path, backend: str = "torch", progress: Progres
         raise CheckpointError(f"{path}: model directory not found")
     factory = _factory(backend)
     _check_settings(factory, backend, settings)
-    if progress is not None and "progress" in (_parameters(factory) or {}):
+    if progress is not None and "progress" in _parameters(factory):
         settings = {**settings, "progress": progress}
     try:
         engine = factory(path, **settings)

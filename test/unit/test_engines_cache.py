@@ -102,7 +102,8 @@ def test_device_identity_tells_orin_modules_apart(tmp_path):
     assert _key(device=nx).digest() != _key(device=agx).digest()
     assert "module: NVIDIA Jetson AGX Orin Developer Kit -> NVIDIA Jetson Orin NX" in "; ".join(
         _key(device=nx).differences(_key(device=agx)))
-    desktop = cuda_identity(_fake_torch("NVIDIA H100 80GB HBM3", 132, 81_559 << 20), 0, _fake_root(tmp_path, None, None))
+    h100 = _fake_torch("NVIDIA H100 80GB HBM3", 132, 81_559 << 20)
+    desktop = cuda_identity(h100, 0, _fake_root(tmp_path, None, None))
     assert desktop.module == "" and desktop.l4t == ""
     assert l4t_release(_fake_root(tmp_path / "odd", None, "not a release file")) == ""
     absent = types.SimpleNamespace(cuda=types.SimpleNamespace(is_available=lambda: False))
