@@ -362,6 +362,10 @@ def test_parity_rule_bands():
     drift = Decoded(close.actions, reference.iterations, close.reasons, changes + 2e-4)
     result = parity.compare(reference, drift, delta)
     assert not result.passed and result.failures[0].startswith("sample 0: change error 2.00e-04 >= 1.00e-04")
+    coarse = changes.copy()
+    coarse[0] *= 1.05  # 5 % off where the change is 5 delta: decides nothing, not counted
+    assert parity.compare(reference, Decoded(close.actions, reference.iterations, close.reasons, coarse),
+                          delta).passed
     off = Decoded(close.actions + 0.1, reference.iterations, close.reasons, changes)
     assert "action error" in parity.compare(reference, off, delta).summary()
     record = parity.ParityRecord(result, {"step": "x.plan"}, 1.0)
