@@ -43,16 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from dream_vla_ros.engines import parity, trt_ops
-from dream_vla_ros.engines.common import (
-    Decoded,
-    HaltingTracker,
-    HostEngine,
-    Progress,
-    dequantize,
-    heartbeat,
-    unmask_numpy,
-)
+from dream_vla_ros.engines import common, parity, trt_ops
+from dream_vla_ros.engines.common import Decoded, HaltingTracker, HostEngine, dequantize, unmask_numpy
 from dream_vla_ros.engines.device import DeviceIdentity, cuda_identity
 from dream_vla_ros.engines.engine_cache import CacheEntry, CacheKey, EngineCache, make_key, set_digest
 from dream_vla_ros.engines.manifest import Export, GraphSpec, load_export, write_atomic
@@ -155,7 +147,7 @@ def build_engines(
     force: bool = False,
     on_miss: str = "build",
     log: Callable[[str], None] = LOG.warning,
-    progress: Progress | None = None,
+    progress: common.Progress | None = None,
 ) -> dict[str, CacheEntry]:
     """Ensure a cached plan for every graph: reuse hits (verified), build misses (saying why) or refuse them.
 
@@ -181,7 +173,7 @@ def build_engines(
                 what = f"building the TensorRT {settings.precision} engine for {role} ({number} of {len(keys)})"
                 log(f"{what}: {why}; this takes minutes")
                 t0 = time.monotonic()
-                with heartbeat(progress, what):
+                with common.heartbeat(progress, what):
                     plan, notes = _build_plan(trt, export, export.graph(role), settings, cache, identity)
                 entry = cache.store(role, key, plan, {"build_seconds": round(time.monotonic() - t0, 1),
                                                       "onnx": str(export.path(export.graph(role))), **notes})
@@ -439,7 +431,7 @@ class TensorRtEngine(HostEngine):
         optimization_level: int = 3,
         cuda_graphs: bool = True,
         accept_parity_failure: bool = False,
-        progress: Progress | None = None,
+        progress: common.Progress | None = None,
     ) -> None:
         if on_miss not in ON_MISS:
             raise EngineError(f"tensorrt backend: on_miss must be one of {', '.join(ON_MISS)}, got {on_miss!r}")
@@ -478,7 +470,7 @@ class TensorRtEngine(HostEngine):
 
     # -- parity ----------------------------------------------------------------------------------------------
     def _check_parity(self, cache: EngineCache, entries: Mapping[str, CacheEntry], accept: bool,
-                      progress: Progress | None) -> parity.ParityRecord:
+                      progress: common.Progress | None) -> parity.ParityRecord:
         """The parity record of this engine set (checked now when none is stored); refuses a failing set that
         nobody accepted."""
         samples_path = self.export.parity_samples
@@ -492,7 +484,7 @@ class TensorRtEngine(HostEngine):
         if record is None:
             samples = parity.load_samples(samples_path)
             halting = self.config.halting  # the reference ran with the export's own halting settings
-            with heartbeat(progress, f"checking the FP16 engines against ONNX Runtime FP32 on "
+            with common.heartbeat(progress, f"checking the FP16 engines against ONNX Runtime FP32 on "
                                      f"{len(samples.seeds)} stored observations"):
                 self._bind(self.export.batch.max)
                 got = parity.decode_samples(samples.observations, samples.seeds, self.pipeline.prepare,
