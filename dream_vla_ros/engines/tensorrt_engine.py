@@ -272,6 +272,10 @@ class CudaRuntime:
         self.handle = self.stream.cuda_stream
         self._dtypes = {n: getattr(torch, n) for n in ("float32", "float16", "int64", "int32", "int8", "bool")}
 
+    def active(self) -> Any:
+        """Context making this device current (TensorRT deserialises and runs on the current device)."""
+        return self.torch.cuda.device(self.device)
+
     def empty(self, shape: Sequence[int], dtype: str) -> Any:
         return self.torch.empty(tuple(shape), dtype=self._dtypes[dtype], device=self.device)
 
@@ -448,10 +452,12 @@ class TensorRtEngine(HostEngine):
         built = [m for m in messages if m.startswith("built")]
         self._cuda = CudaRuntime(torch, index)
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self._graphs = {r: _Graph(trt, runtime, entries[r], self.export.graph(r)) for r in ROLES}
         count = 2 if self.export.config.decoder.kind == "recurrent" else 1
-        self._contexts = {"encode": (self._graphs["encode"].engine.create_execution_context(),),
-                          "step": tuple(self._graphs["step"].engine.create_execution_context() for _ in range(count))}
+        with self._cuda.active():
+            self._graphs = {r: _Graph(trt, runtime, entries[r], self.export.graph(r)) for r in ROLES}
+            self._contexts = {"encode": (self._graphs["encode"].engine.create_execution_context(),),
+                              "step": tuple(self._graphs["step"].engine.create_execution_context()
+                                            for _ in range(count))}
         self._init_host(self.export.config, seed, halting_k_max, halting_delta)
         self.check_every, self.cuda_graphs = check_every, cuda_graphs
         self._slots: dict[int, _Slot] = {}
@@ -463,9 +469,10 @@ class TensorRtEngine(HostEngine):
                             + f" ({cache.directory})",
         }
         self.parity: parity.ParityRecord | None = None
-        if precision == "fp16":
-            self.parity = self._check_parity(cache, entries, accept_parity_failure, progress)
-        self._bind(GRAPH_BATCH)
+        with self._cuda.active():
+            if precision == "fp16":
+                self.parity = self._check_parity(cache, entries, accept_parity_failure, progress)
+            self._bind(GRAPH_BATCH)
         LOG.info("%s: engines %s", self._name, ", ".join(str(e.plan) for e in entries.values()))
 
     # -- parity ----------------------------------------------------------------------------------------------
@@ -562,7 +569,10 @@ class TensorRtEngine(HostEngine):
 
     def decode(self, inputs, seeds: Sequence[int] | None = None, halting: HaltingConfig | None = None,
                check_every: int | None = None) -> Decoded:
-        halting = halting or self.halting
+        with self._cuda.active():  # the calling thread (the node's inference worker) may have another device
+            return self._decode(inputs, seeds, halting or self.halting, check_every or self.check_every)
+
+    def _decode(self, inputs, seeds: Sequence[int] | None, halting: HaltingConfig, check_every: int) -> Decoded:
         batch = inputs.images.shape[0]
         seeds = [self.seed] * batch if seeds is None else list(seeds)
         slot, encode, launches = self._bind(batch)
@@ -578,7 +588,7 @@ class TensorRtEngine(HostEngine):
         encode.launch()
         cuda.record(encoded)
         if recurrent:
-            result = self._recurrent_loop(slot, launches, batch, halting, check_every or self.check_every)
+            result = self._recurrent_loop(slot, launches, batch, halting, check_every)
         else:
             result = self._discrete_loop(slot, launches[0], batch, halting)
         total = (time.perf_counter() - t0) * 1e3

@@ -11,6 +11,7 @@ progress reported to ``progress``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -75,6 +76,9 @@ class FakeCuda:
         self.pinned_ids: set[int] = set()
         self.capturing = self.replaying = self.capture_fails = False
         self.counts = dict.fromkeys(("waits", "synchronize", "captures", "replays", "copies"), 0)
+
+    def active(self):
+        return contextlib.nullcontext()
 
     def empty(self, shape, dtype):
         array = np.full(tuple(shape), np.nan if dtype.startswith("float") else 0, dtype=dtype)
