@@ -487,7 +487,7 @@ class TensorRtEngine(HostEngine):
         samples_sha = str(self.export.document["files"][samples_path.name]["sha256"])
         keys = {role: entry.key for role, entry in entries.items()}
         path = cache.parity_path(set_digest(keys, samples_sha, f"rule {parity.RULE_VERSION}"))
-        record = parity.read_record(path)
+        record = stored = parity.read_record(path)
         if record is None:
             samples = parity.load_samples(samples_path)
             halting = self.config.halting  # the reference ran with the export's own halting settings
@@ -504,7 +504,8 @@ class TensorRtEngine(HostEngine):
                 progress(f"FP16 parity {result.summary()}")
         if accept and not record.usable:
             record = parity.accepted(record)
-        write_atomic(path, (json.dumps(record.to_json(), indent=2) + "\n").encode())
+        if record != stored:
+            write_atomic(path, (json.dumps(record.to_json(), indent=2) + "\n").encode())
         accepted_by = f" (failure accepted by {record.accepted_by})" if record.accepted_by else ""
         self.status["engine parity"] = record.result.summary() + accepted_by
         if not record.usable:
