@@ -2,10 +2,11 @@
 
 Writes encode.onnx (vision + trunk + prelude + the core's context keys/values), step.onnx (one core iteration,
 its decode and the halting change scalar), coda.onnx, and manifest.json (SHA-256 of every file, opset, input
-and output specs, the model config, the package version, TensorRT op coverage). Every graph is checked with
-onnx.checker and shape inference and compared with torch in ONNX Runtime before it is kept.
+and output specs, the model config, the package version, TensorRT op coverage), and parity_samples.npz
+(observations with their ONNX Runtime FP32 decode: FP16 TensorRT engines are checked against it). Every graph
+is checked with onnx.checker and shape inference and compared with torch in ONNX Runtime before it is kept.
 
-Opset 17 (default) suits TensorRT 8.6 and 10.x (JetPack 6); TensorRT 8.5 (JetPack 5.1) needs --opset 16.
+Opset 17 (default) to 20 (TensorRT 10.x, JetPack 6.1/6.2).
 --int8-encoder adds encode_int8.onnx (dynamic int8 MatMul/Gemm; ONNX Runtime CPU only) and its measured
 accuracy against fp32.
 
@@ -22,7 +23,7 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="checkpoint directory (or shipped model name)")
     parser.add_argument("--out", default="", help="export directory (default: MODEL/onnx)")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (16 for TensorRT 8.5, <= 20 for 10.x)")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 17..20")
     parser.add_argument("--int8-encoder", action="store_true", help="also write the int8 encode graph")
     parser.add_argument("--max-batch", type=int, default=8, help="largest batch of the optimisation profiles")
     parser.add_argument("--no-simplify", action="store_true", help="keep the exporter's graphs as they are")

@@ -1,8 +1,9 @@
 """The engine contract: ``Engine.infer(Observation) -> ChunkPrediction`` plus the model metadata nodes check.
 
-Every backend (torch today; ONNX Runtime and TensorRT later) implements :class:`Engine`. Nodes never look
+Every backend (torch, ONNX Runtime, TensorRT, custom ones) implements :class:`Engine`. Nodes never look
 inside an engine: they validate their configuration (cameras, joint names, image size) against
-:class:`ModelMetadata` and then only call :meth:`Engine.infer`. Numpy only: no torch import here.
+:class:`ModelMetadata`, then only call :meth:`Engine.infer`, and show :func:`engine_status` on /diagnostics.
+Numpy only: no torch import here.
 """
 
 from __future__ import annotations
@@ -69,6 +70,13 @@ class Engine(Protocol):
     def metadata(self) -> ModelMetadata: ...
 
     def infer(self, observation: Observation) -> ChunkPrediction: ...
+
+
+def engine_status(engine: object) -> dict[str, object]:
+    """An engine's optional ``status`` mapping (e.g. the TensorRT backend's device, cache, parity and CUDA graph
+    state) for /diagnostics; empty for engines without one."""
+    status = getattr(engine, "status", None)
+    return dict(status) if isinstance(status, dict) else {}
 
 
 def dummy_observation(metadata: ModelMetadata, instruction: str = "warm up") -> Observation:

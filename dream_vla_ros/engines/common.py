@@ -10,14 +10,17 @@
 - :class:`Decoded`: a batch of normalised chunks with iterations, reasons, change history and stage timings.
 - :class:`NamedEngine` / :class:`HostEngine`: the :class:`~.base.Engine` contract's boilerplate (``name``,
   ``metadata``; ``infer`` / ``infer_batch`` over :meth:`HostPipeline.run`) for the backends.
+- :func:`heartbeat`: progress messages while something slow (an engine build) runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +28,10 @@ import numpy as np
 from dream_vla_ros.engines.base import ModelMetadata
 from dream_vla_ros.policy.config import HaltingConfig, ModelConfig
 from dream_vla_ros.policy.observation import ChunkPrediction, Observation, chunk_predictions
+
+Progress = Callable[[str], None]
+"""Receives one-line progress messages (the policy node puts them on its ROS log and /diagnostics)."""
+HEARTBEAT_S = 10.0
 
 CONVERGED = "converged"
 MAX_ITERATIONS = "max_iterations"
@@ -145,7 +152,9 @@ class HostEngine(NamedEngine):
         self.seed = seed
         self._metadata = ModelMetadata.from_model_config(config)
 
-    def decode(self, inputs, seeds: Sequence[int] | None = None, halting: HaltingConfig | None = None) -> Decoded:
+    def decode(self, inputs, seeds: Sequence[int] | None = None, halting: HaltingConfig | None = None,
+               check_every: int | None = None) -> Decoded:
+        """``preprocess.ModelInputs`` -> normalised chunks; ``halting`` / ``check_every`` override the engine's."""
         raise NotImplementedError
 
     def infer(self, observation: Observation) -> ChunkPrediction:
@@ -209,6 +218,32 @@ class HaltingTracker:
             reasons = (FIXED,) * len(self.converged)
         changes = np.stack(self._changes) if self._changes else np.zeros((0, len(reasons)), np.float32)
         return Decoded(self.actions, self.iterations.copy(), reasons, changes, timings_ms)
+
+
+@contextmanager
+def heartbeat(progress: Progress | None, text: str, period: float | None = None) -> Iterator[None]:
+    """``progress(text)`` now, then ``progress(f"{text} (N s elapsed)")`` every ``period`` s (default
+    :data:`HEARTBEAT_S`) until the block ends (from a daemon thread: the block may run the TensorRT builder,
+    which releases the GIL, for minutes)."""
+    if progress is None:
+        yield
+        return
+    period = HEARTBEAT_S if period is None else period
+    progress(text)
+    done = threading.Event()
+    start = time.monotonic()
+
+    def beat() -> None:
+        while not done.wait(period):
+            progress(f"{text} ({time.monotonic() - start:.0f} s elapsed)")
+
+    thread = threading.Thread(target=beat, name="engine-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

@@ -3,19 +3,23 @@
 A plan (serialised engine) is valid only for the exact graph bytes, TensorRT version, GPU and build settings
 it was built with. :class:`CacheKey` holds exactly those:
 
-- ``graph_digest``: SHA-256 over the ONNX file and its external data (``manifest.graph_digest``);
+- ``graph_digest``: SHA-256 over the ONNX file and its external data (``manifest.graph_digest``): a retrained
+  checkpoint of the same architecture has other weights, hence another digest;
 - ``tensorrt``: TensorRT version (plans are not portable across versions);
-- ``gpu`` and ``compute_capability``: device name and SM version (an AGX-built plan fails on Orin NX);
+- the :class:`~.device.DeviceIdentity`: GPU name, compute capability, SM count, memory size, board model and
+  L4T release (every Orin module reports the GPU name "Orin" at sm 8.7; an AGX-built plan fails on an NX);
 - ``precision``: ``fp32`` / ``fp16``;
 - ``profile``: min/opt/max shapes of every dynamic input;
-- ``builder``: workspace limit and builder optimisation level (they change the tactics chosen).
+- ``builder``: the builder settings applied (workspace limit, optimisation level, precision constraints);
+- ``recipe``: :data:`RECIPE_VERSION`, the version of the build code itself (which layers stay FP32, ...).
 
 Not in the key (changing them must not rebuild): file names and locations, the manifest's other fields,
 runtime settings (halting threshold, ``check_every``, seed, threads). Entries live in one directory:
 ``<role>-<key digest 16>.plan`` plus ``.json`` (the full key, the plan's SHA-256 and size, build time). The
 plan is written first, then its JSON, each through a temporary file + rename, so a crash leaves either no
 entry or a plan without JSON, which counts as absent. A plan whose SHA-256 no longer matches its JSON is
-refused as corrupt (never silently rebuilt). Timing caches are per TensorRT version + GPU + SM version.
+refused as corrupt (never silently rebuilt). Timing caches are per TensorRT version + device identity.
+FP16 engine sets also get a parity record (``parity-<digest 16>.json``, :mod:`.parity`) next to their plans.
 """
 
 from __future__ import annotations
@@ -32,10 +36,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dream_vla_ros.engines.device import DeviceIdentity
 from dream_vla_ros.engines.manifest import sha256_file, write_atomic
 from dream_vla_ros.errors import EngineError
 
 ProfileShapes = tuple[tuple[str, tuple[int, ...], tuple[int, ...], tuple[int, ...]], ...]
+
+RECIPE_VERSION = 2
+"""Bump whenever the build code changes what it builds (so every cached plan is rebuilt)."""
+
+Builder = tuple[tuple[str, int | str], ...]
 
 
 @dataclass(frozen=True)
@@ -44,9 +54,14 @@ class CacheKey:
     tensorrt: str
     gpu: str
     compute_capability: str
+    sm_count: int
+    memory_mib: int
+    module: str
+    l4t: str
     precision: str
     profile: ProfileShapes
-    builder: tuple[tuple[str, int], ...] = ()
+    builder: Builder = ()
+    recipe: int = RECIPE_VERSION
 
     def canonical(self) -> str:
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
@@ -55,26 +70,27 @@ class CacheKey:
         return hashlib.sha256(self.canonical().encode()).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "graph_digest": self.graph_digest,
-            "tensorrt": self.tensorrt,
-            "gpu": self.gpu,
-            "compute_capability": self.compute_capability,
-            "precision": self.precision,
-            "profile": [[name, list(lo), list(opt), list(hi)] for name, lo, opt, hi in self.profile],
-            "builder": dict(self.builder),
-        }
+        data = dataclasses.asdict(self)
+        data["profile"] = [[name, list(lo), list(opt), list(hi)] for name, lo, opt, hi in self.profile]
+        data["builder"] = dict(self.builder)
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CacheKey:
+        """Raises KeyError / TypeError / ValueError on an entry written by another recipe's key format."""
         return cls(
             graph_digest=str(data["graph_digest"]),
             tensorrt=str(data["tensorrt"]),
             gpu=str(data["gpu"]),
             compute_capability=str(data["compute_capability"]),
+            sm_count=int(data["sm_count"]),
+            memory_mib=int(data["memory_mib"]),
+            module=str(data["module"]),
+            l4t=str(data["l4t"]),
             precision=str(data["precision"]),
             profile=tuple((str(n), tuple(lo), tuple(opt), tuple(hi)) for n, lo, opt, hi in data["profile"]),
-            builder=tuple(sorted((str(k), int(v)) for k, v in dict(data.get("builder", {})).items())),
+            builder=_builder(dict(data["builder"])),
+            recipe=int(data["recipe"]),
         )
 
     def differences(self, other: CacheKey) -> list[str]:
@@ -109,8 +125,14 @@ class EngineCache:
     def plan_path(self, role: str, key: CacheKey) -> Path:
         return self.directory / f"{role}-{key.digest()[:16]}.plan"
 
-    def timing_cache_path(self, tensorrt: str, gpu: str, compute_capability: str) -> Path:
-        return self.directory / f"timing-trt{_slug(tensorrt)}-{_slug(gpu)}-sm{_slug(compute_capability)}.cache"
+    def timing_cache_path(self, tensorrt: str, device: DeviceIdentity) -> Path:
+        """One timing cache per TensorRT version and device identity (tactic timings are per GPU)."""
+        identity = hashlib.sha256(json.dumps(dataclasses.asdict(device), sort_keys=True).encode()).hexdigest()
+        return self.directory / f"timing-trt{_slug(tensorrt)}-{_slug(device.gpu)}-{identity[:12]}.cache"
+
+    def parity_path(self, set_digest: str) -> Path:
+        """Where the parity record (:mod:`.parity`) of the engine set named ``set_digest`` lives."""
+        return self.directory / f"parity-{set_digest[:16]}.json"
 
     def entries(self, role: str) -> Iterator[CacheEntry]:
         """Complete entries (plan + readable JSON) for ``role``, newest first."""
@@ -190,11 +212,23 @@ def verify_plan(path: Path, info: Mapping[str, Any]) -> None:
                           "...): corrupt engine; rebuild with 'dream-vla-ros build-engine --force'")
 
 
-def make_key(graph_digest: str, tensorrt: str, gpu: str, compute_capability: str, precision: str,
+def _builder(settings: Mapping[str, int | str]) -> Builder:
+    return tuple(sorted((str(k), v if isinstance(v, str) else int(v)) for k, v in settings.items()))
+
+
+def make_key(graph_digest: str, tensorrt: str, device: DeviceIdentity, precision: str,
              profile: Sequence[tuple[str, Sequence[int], Sequence[int], Sequence[int]]],
-             builder: Mapping[str, int] | None = None) -> CacheKey:
-    """A :class:`CacheKey` with the profile sorted by input name (input order does not change an engine)."""
+             builder: Mapping[str, int | str] | None = None, recipe: int | None = None) -> CacheKey:
+    """A :class:`CacheKey` with the profile sorted by input name (input order does not change an engine);
+    ``recipe`` defaults to the current :data:`RECIPE_VERSION`."""
     shapes = tuple(sorted((str(n), tuple(map(int, lo)), tuple(map(int, opt)), tuple(map(int, hi)))
                           for n, lo, opt, hi in profile))
-    return CacheKey(graph_digest, str(tensorrt), str(gpu), str(compute_capability), str(precision), shapes,
-                    tuple(sorted((str(k), int(v)) for k, v in (builder or {}).items())))
+    return CacheKey(graph_digest, str(tensorrt), device.gpu, device.compute_capability, device.sm_count,
+                    device.memory_mib, device.module, device.l4t, str(precision), shapes,
+                    _builder(builder or {}), RECIPE_VERSION if recipe is None else recipe)
+
+
+def set_digest(keys: Mapping[str, CacheKey], *extra: str) -> str:
+    """SHA-256 naming a set of engines (role -> key) plus ``extra`` strings (e.g. the parity samples' hash)."""
+    text = "\n".join([*(f"{role}:{keys[role].digest()}" for role in sorted(keys)), *extra])
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -11,14 +11,13 @@ Graphs (batch dimension dynamic everywhere; traced at batch 1, verified at batch
   (the core stays fp32: quantising it made the change jitter above delta, so halting never fired; see
   ``shared/research/toolchain.md`` section 4). Its accuracy against fp32 is measured and stored in the manifest.
 
-Opset: default 17. TensorRT 8.5 and 8.6 (JetPack 5.1 / 6.0) accept opsets up to 17, TensorRT 10.3
-(JetPack 6.1/6.2) up to 20, so 17 serves both. ``LayerNormalization`` (opset 17) is imported by TensorRT >= 8.6
-only: for TensorRT 8.5 export with ``opset=16`` (LayerNorm decomposed into primitive ops). The legacy
-TorchScript exporter is used because it writes opsets <= 17 directly (the dynamo exporter builds 18 and
-down-converts) and is ~5x faster here. Each graph is simplified with onnxscript's optimizer (constant folding,
-dead-node and identity removal); the simplified graph is kept only if it passes ``onnx.checker`` (full check)
-and strict shape inference and matches torch as closely as the raw export, otherwise the raw graph is kept
-and the manifest says why.
+Opset: 17 (default) to 20. TensorRT 10.3 (JetPack 6.1/6.2) accepts up to 20; 17 is the first opset with
+``LayerNormalization`` as one op, which an FP16 TensorRT build can keep in FP32 (lower opsets decompose it and
+are refused). The legacy TorchScript exporter is used because it writes opsets <= 17 directly (the dynamo
+exporter builds 18 and down-converts) and is ~5x faster here. Each graph is simplified with onnxscript's
+optimizer (constant folding, dead-node and identity removal); the simplified graph is kept only if it passes
+``onnx.checker`` (full check) and strict shape inference and matches torch as closely as the raw export,
+otherwise the raw graph is kept and the manifest says why.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from dream_vla_ros import __version__
-from dream_vla_ros.engines import trt_ops
+from dream_vla_ros.engines import parity, trt_ops
 from dream_vla_ros.engines.manifest import (
     BATCH,
     FORMAT,
@@ -49,7 +48,7 @@ from dream_vla_ros.engines.manifest import (
 from dream_vla_ros.errors import EngineError
 
 DEFAULT_OPSET = 17
-SUPPORTED_OPSETS = range(14, 21)
+SUPPORTED_OPSETS = trt_ops.OPSETS
 PARITY_TOLERANCE = 1e-4
 EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GB limit, with margin
 _ONNX_DTYPES = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 9: "bool"}
@@ -71,11 +70,14 @@ def export_model(
     max_batch: int = 8,
     simplify: bool = True,
     accuracy_samples: int = 16,
+    parity_samples: int = parity.SAMPLES,
     progress: Any = None,
 ) -> Export:
     """Export the checkpoint in ``model_dir`` (or an in-memory ``model``, a ``VlaModel``) to ``out_dir``.
 
     ``progress``: an object with ``set_description(str)`` and ``update(n)`` (a tqdm bar), advanced per graph.
+    ``parity_samples``: observations stored with their ONNX Runtime FP32 decode for the parity check of
+    reduced-precision engines (:mod:`.parity`).
     Returns the validated :class:`Export` (the manifest is written last, atomically).
     """
     import torch
@@ -141,15 +143,19 @@ def export_model(
     }
     _write_manifest(out, document)
     export = load_export(out)
+    if progress is not None:
+        progress.set_description("parity samples (fp32 reference)")
+    document["parity"] = write_parity_samples(export, parity_samples)
     if int8_encoder:
         graphs["encode_int8"]["notes"]["accuracy"] = int8_accuracy(export, accuracy_samples)
-        _write_manifest(out, document)
-        export = load_export(out)
-    return export
+    _write_manifest(out, document)
+    return load_export(out)
 
 
 def _write_manifest(out: Path, document: dict[str, Any]) -> None:
     names = [n for g in document["graphs"].values() for n in (g["file"], *g["external_data"])]
+    if "parity" in document:
+        names.append(document["parity"]["file"])
     document["files"] = file_entries(out, names)
     write_atomic(out / MANIFEST_FILE, (json.dumps(document, indent=2) + "\n").encode())
 
@@ -400,6 +406,23 @@ def _quantize_encode(out: Path, encode: dict[str, Any]) -> dict[str, Any]:
         "notes": {"quantization": "dynamic int8, MatMul/Gemm with constant weights, QInt8 weights per tensor",
                   "onnxruntime_only": "TensorRT does not import MatMulInteger/DynamicQuantizeLinear"},
     }
+
+
+def write_parity_samples(export: Export, count: int) -> dict[str, Any]:
+    """Synthetic observations and their ONNX Runtime CPU FP32 decode (change read at every iteration) into
+    ``parity.SAMPLES_FILE``; returns the manifest's ``parity`` entry."""
+    from dream_vla_ros.engines.onnxruntime_engine import OnnxRuntimeEngine
+    from dream_vla_ros.policy.synthetic import synthetic_samples
+
+    if count < 1:
+        raise EngineError(f"parity_samples must be >= 1, got {count}")
+    engine = OnnxRuntimeEngine(export.directory, threads=1)
+    observations = tuple(s.observation() for s in synthetic_samples(export.config, count, np.random.default_rng(17)))
+    seeds = tuple(range(count))
+    reference = parity.decode_samples(observations, seeds, engine.pipeline.prepare, engine.decode, export.batch.max)
+    write_atomic(export.directory / parity.SAMPLES_FILE, parity.encode_samples(observations, seeds, reference))
+    return {"file": parity.SAMPLES_FILE, "samples": count, "reference": engine.name, "seeds": [0, count - 1],
+            "rule": parity.RULE_VERSION}
 
 
 def int8_accuracy(export: Export, samples: int) -> dict[str, Any]:

@@ -4,7 +4,8 @@
 the factory is called as ``factory(model_dir, **settings)`` and must return an object satisfying
 :class:`~dream_vla_ros.engines.base.Engine`. Failures raise :class:`EngineError` (unknown backend, missing
 dependency, unknown setting, broken engine) or :class:`CheckpointError` (missing or corrupt model directory),
-each with a message that names what is wrong.
+each with a message that names what is wrong. ``progress`` (one-line messages while an engine is prepared:
+TensorRT builds take minutes) reaches only factories that name a ``progress`` keyword.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dream_vla_ros.engines.base import Engine
+from dream_vla_ros.engines.common import Progress
 from dream_vla_ros.errors import CheckpointError, EngineError
 
 # name -> "module:factory". Other backends register here as they land.
@@ -41,12 +43,17 @@ def _factory(backend: str):
     return factory
 
 
-def _check_settings(factory: Any, backend: str, settings: dict[str, Any]) -> None:
+def _parameters(factory: Any) -> dict[str, inspect.Parameter]:
+    """The factory's parameters (empty when they cannot be known)."""
     try:
-        parameters = inspect.signature(factory).parameters
+        return dict(inspect.signature(factory).parameters)
     except (TypeError, ValueError):
-        return
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return {}
+
+
+def _check_settings(factory: Any, backend: str, settings: dict[str, Any]) -> None:
+    parameters = _parameters(factory)
+    if not parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return
     accepted = [name for name, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
     unknown = sorted(set(settings) - set(parameters))
@@ -54,7 +61,8 @@ def _check_settings(factory: Any, backend: str, settings: dict[str, Any]) -> Non
         raise EngineError(f"backend {backend!r}: unknown setting {unknown[0]!r}; accepted: {', '.join(accepted)}")
 
 
-def load_engine(model_dir: str | Path, backend: str = "torch", **settings: Any) -> Engine:
+def load_engine(model_dir: str | Path, backend: str = "torch", progress: Progress | None = None,
+                **settings: Any) -> Engine:
     """Load the model in ``model_dir`` (a path or a shipped model name) with ``backend``."""
     from dream_vla_ros.paths import resolve_model
 
@@ -65,6 +73,8 @@ def load_engine(model_dir: str | Path, backend: str = "torch", **settings: Any) 
         raise CheckpointError(f"{path}: model directory not found")
     factory = _factory(backend)
     _check_settings(factory, backend, settings)
+    if progress is not None and "progress" in _parameters(factory):
+        settings = {**settings, "progress": progress}
     try:
         engine = factory(path, **settings)
     except (EngineError, CheckpointError):

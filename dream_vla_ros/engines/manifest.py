@@ -10,6 +10,8 @@ An export directory holds the split graphs of one checkpoint and ``manifest.json
 - ``graphs``: role -> file, input and output specs (name, dtype, shape with ``"batch"`` for the dynamic
   dimension), the ONNX op types used, the external data files, a digest of the graph bytes (ONNX file plus
   its external data, the TensorRT cache key's first part), and notes (simplification, parity, int8 accuracy);
+- ``parity``: the sample set FP16 engines are checked against (``engines.parity``: observations and their
+  ONNX Runtime FP32 decode);
 - ``files``: every file of the export -> sha256 and size.
 
 :func:`load_export` refuses, with an :class:`EngineError` that names the file and the problem, a missing or
@@ -158,6 +160,12 @@ class Export:
     def path(self, spec: GraphSpec) -> Path:
         return self.directory / spec.file
 
+    @property
+    def parity_samples(self) -> Path | None:
+        """The parity sample set (``.parity``) of this export, or None for an export written without one."""
+        entry = self.document.get("parity")
+        return self.directory / str(entry["file"]) if isinstance(entry, Mapping) and "file" in entry else None
+
 
 def graph_digest(directory: Path, file: str, external_data: Sequence[str]) -> str:
     """SHA-256 over the ONNX file and its external data files (in order), names included."""
@@ -216,6 +224,9 @@ def load_export(model_dir: str | Path, *, verify_hashes: bool = True) -> Export:
     for name, entry in files.items():
         _check_file(directory, name, entry, verify_hashes)
     graphs = {role: _graph(directory, role, entry, files, path) for role, entry in graphs_doc.items()}
+    parity = document.get("parity")
+    if parity is not None and (not isinstance(parity, Mapping) or str(parity.get("file")) not in files):
+        raise EngineError(f"{path}: the 'parity' entry names no file listed under 'files'")
     export = Export(directory, document, config, opset, metric, relative, batch, graphs)
     check_specs(export)
     _check_source(export)

@@ -16,6 +16,13 @@ Loop: the encode graph runs once per chunk; the step graph runs k times. Tensors
 as ``OrtValue`` objects, so with the CUDA/TensorRT providers they stay on the device; the host reads one change
 scalar per sample per checked iteration (``check_every``) and the actions of a sample when it stops.
 
+TensorRT EP caches: ONNX Runtime names its cached engines after the graph's structure, not its weights, so one
+folder shared by every model would hand a retrained checkpoint of the same architecture the previous model's
+engine. Each graph gets its own folder, named after its digest (bytes of the graph and its weights):
+``<cache_dir>/ort_tensorrt/<role>-<digest 16>``. ``trt_timing_cache_path`` exists from ONNX Runtime 1.17 on
+and is passed only there (older builds reject the option, and the session then falls back to another
+provider). Building those engines on a miss takes minutes inside session creation: ``progress`` hears about it.
+
 Precision: ``fp32``; ``fp16`` with the TensorRT EP only (``trt_fp16_enable``; fp16 on CPU is slower than fp32);
 ``int8``: the int8-quantised encode graph (``export --int8-encoder``) with the fp32 step graph.
 """
@@ -31,8 +38,17 @@ from typing import Any
 
 import numpy as np
 
-from dream_vla_ros.engines.common import Decoded, HaltingTracker, HostEngine, dequantize, unmask_numpy
+from dream_vla_ros.engines.common import (
+    Decoded,
+    HaltingTracker,
+    HostEngine,
+    Progress,
+    dequantize,
+    heartbeat,
+    unmask_numpy,
+)
 from dream_vla_ros.engines.manifest import Export, GraphSpec, check_session_io, load_export
+from dream_vla_ros.engines.trt_ops import parse_version
 from dream_vla_ros.errors import EngineError
 from dream_vla_ros.policy.config import HaltingConfig
 
@@ -43,6 +59,7 @@ CUDA_EP = "CUDAExecutionProvider"
 CPU_EP = "CPUExecutionProvider"
 SHORT = {TRT_EP: "tensorrt", CUDA_EP: "cuda", CPU_EP: "cpu"}
 PRECISIONS = ("fp32", "fp16", "int8")
+TIMING_CACHE_PATH_SINCE = (1, 17)
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
               "tensor(int32)": "int32", "tensor(bool)": "bool"}
 
@@ -52,6 +69,11 @@ def default_cache_dir() -> Path:
     if os.environ.get("DREAM_VLA_CACHE"):
         return Path(os.environ["DREAM_VLA_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dream_vla_ros"
+
+
+def trt_cache_folder(cache_dir: Path, spec: GraphSpec) -> Path:
+    """The TensorRT EP engine/timing cache folder of one graph: one per graph digest."""
+    return cache_dir / "ort_tensorrt" / f"{spec.role}-{spec.digest[:16]}"
 
 
 def _shapes(spec: GraphSpec, export: Export, which: int) -> str:
@@ -74,7 +96,9 @@ class OnnxRuntimeEngine(HostEngine):
     halting_k_max / halting_delta: override the exported model's halting defaults (0 / negative = keep them).
     check_every: read the change scalar every n-th iteration only (1 = exactly the torch halting rule).
     fallback: allow running on another provider than asked (logged); False raises EngineError instead.
-    cache_dir: TensorRT EP engine and timing caches (default: :func:`default_cache_dir` / ``ort_tensorrt``).
+    cache_dir: root of the TensorRT EP caches (default: :func:`default_cache_dir`; one folder per graph under
+        ``ort_tensorrt``).
+    progress: receives progress messages while TensorRT EP sessions are created (engine builds on a miss).
     """
 
     def __init__(
@@ -90,6 +114,7 @@ class OnnxRuntimeEngine(HostEngine):
         check_every: int = 1,
         fallback: bool = True,
         cache_dir: str = "",
+        progress: Progress | None = None,
     ) -> None:
         try:
             import onnxruntime as ort
@@ -110,7 +135,8 @@ class OnnxRuntimeEngine(HostEngine):
         encode_role = "encode_int8" if precision == "int8" else "encode"
         encode_spec = self.export.graph(encode_role, "export with --int8-encoder" if precision == "int8" else "")
         step_spec = self.export.graph("step")
-        requested, notes = self._provider_chain(device, precision, Path(cache_dir) if cache_dir else None)
+        self._cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        requested, notes = self._provider_chain(device, precision)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -119,8 +145,8 @@ class OnnxRuntimeEngine(HostEngine):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         options.log_severity_level = 3
-        self._encode = self._session(encode_spec, options, requested)
-        self._step = self._session(step_spec, options, requested)
+        self._encode = self._session(encode_spec, options, requested, progress)
+        self._step = self._session(step_spec, options, requested, progress)
         self.providers: tuple[str, ...] = tuple(self._encode.get_providers())
         self.provider = self.providers[0]
         wanted = CPU_EP if device == "cpu" else (TRT_EP if TRT_EP in self._ort.get_available_providers()
@@ -149,8 +175,9 @@ class OnnxRuntimeEngine(HostEngine):
         """Pass OrtValues between runs (device-resident tensors); numpy arrays on the CPU provider."""
 
     # -- construction ----------------------------------------------------------------------------------------
-    def _provider_chain(self, device: str, precision: str, cache_dir: Path | None) -> tuple[list[Any], list[str]]:
-        """The providers to ask for, in order, and notes on those this build lacks."""
+    def _provider_chain(self, device: str, precision: str) -> tuple[list[Any], list[str]]:
+        """The providers to ask for, in order, and notes on those this build lacks (the TensorRT EP's cache
+        folders are set per graph by :meth:`_session`)."""
         available = set(self._ort.get_available_providers())
         if device == "cpu":
             return [CPU_EP], []
@@ -158,16 +185,12 @@ class OnnxRuntimeEngine(HostEngine):
         chain: list[Any] = []
         notes: list[str] = []
         if TRT_EP in available and precision != "int8":
-            cache = (cache_dir or default_cache_dir()) / "ort_tensorrt"
-            cache.mkdir(parents=True, exist_ok=True)
             chain.append((TRT_EP, {
                 "device_id": device_id,
                 "trt_fp16_enable": precision == "fp16",
                 "trt_layer_norm_fp32_fallback": True,
                 "trt_engine_cache_enable": True,
-                "trt_engine_cache_path": str(cache),
                 "trt_timing_cache_enable": True,
-                "trt_timing_cache_path": str(cache),
                 "trt_max_workspace_size": 1 << 30,
                 "trt_builder_optimization_level": 3,
             }))
@@ -180,17 +203,26 @@ class OnnxRuntimeEngine(HostEngine):
         chain.append(CPU_EP)
         return chain, notes
 
-    def _session(self, spec: GraphSpec, options, providers: list[Any]):
+    def _session(self, spec: GraphSpec, options, providers: list[Any], progress: Progress | None = None):
         path = self.export.path(spec)
-        if isinstance(providers[0], tuple) and providers[0][0] == TRT_EP:
-            # The TensorRT EP's optimisation profile: min/opt/max of every dynamic input of this graph.
+        uses_trt = isinstance(providers[0], tuple) and providers[0][0] == TRT_EP
+        if uses_trt:
+            # This graph's own cache folder and the TensorRT EP's optimisation profile (min/opt/max of every
+            # dynamic input of this graph).
             opts = dict(providers[0][1])
+            folder = trt_cache_folder(self._cache_dir, spec)
+            folder.mkdir(parents=True, exist_ok=True)
+            opts["trt_engine_cache_path"] = str(folder)
+            if parse_version(self._ort.__version__) >= TIMING_CACHE_PATH_SINCE:
+                opts["trt_timing_cache_path"] = str(folder)
             for key, which in (("trt_profile_min_shapes", 0), ("trt_profile_opt_shapes", 1),
                                ("trt_profile_max_shapes", 2)):
                 opts[key] = _shapes(spec, self.export, which)
             providers = [(TRT_EP, opts), *providers[1:]]
+        what = f"TensorRT EP engine for {spec.role} (built on a cache miss: minutes)"
         try:
-            session = self._ort.InferenceSession(str(path), options, providers=providers)
+            with heartbeat(progress if uses_trt else None, f"preparing the {what}"):
+                session = self._ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # noqa: BLE001 - ORT raises several types for unreadable or invalid graphs
             message = f"{path}: onnxruntime cannot load it: {type(exc).__name__}: {exc}"
             raise EngineError(message.splitlines()[0]) from None
@@ -205,7 +237,8 @@ class OnnxRuntimeEngine(HostEngine):
     def _value(self, array: np.ndarray):
         return self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array))
 
-    def decode(self, inputs, seeds: Sequence[int] | None = None, halting: HaltingConfig | None = None) -> Decoded:
+    def decode(self, inputs, seeds: Sequence[int] | None = None, halting: HaltingConfig | None = None,
+               check_every: int | None = None) -> Decoded:
         """``preprocess.ModelInputs`` -> normalised chunks, iterations, reasons, change history, stage timings."""
         halting = halting or self.halting
         batch = inputs.images.shape[0]
@@ -220,7 +253,7 @@ class OnnxRuntimeEngine(HostEngine):
             feeds["noise"] = self.pipeline.noise(seeds)
             encoded = self._run(self._encode, feeds)
             t1 = time.perf_counter()
-            result = self._recurrent_loop(encoded, batch, halting)
+            result = self._recurrent_loop(encoded, batch, halting, check_every or self.check_every)
         else:
             encoded = self._run(self._encode, feeds)
             t1 = time.perf_counter()
@@ -242,13 +275,14 @@ class OnnxRuntimeEngine(HostEngine):
         except Exception as exc:  # noqa: BLE001 - a failing run is an engine failure with its cause
             raise EngineError(f"onnxruntime run failed: {type(exc).__name__}: {exc}".splitlines()[0]) from None
 
-    def _recurrent_loop(self, encoded: dict[str, Any], batch: int, halting: HaltingConfig) -> Decoded:
+    def _recurrent_loop(self, encoded: dict[str, Any], batch: int, halting: HaltingConfig, check_every: int
+                        ) -> Decoded:
         c = self.config
         state = {name: encoded[name] for name in self._step_inputs if name in encoded}
         state["scratchpad"] = encoded["scratchpad0"]
         if "actions" in self._step_inputs:
             state["actions"] = np.zeros((batch, c.chunk_length, c.num_joints), np.float32)
-        tracker = HaltingTracker(batch, halting, self.check_every)
+        tracker = HaltingTracker(batch, halting, check_every)
         for k in range(1, halting.k_max + 1):
             out = self._run(self._step, state)
             state["scratchpad"] = out["next_scratchpad"]

@@ -1,34 +1,39 @@
-"""The TensorRT backend: engines built from the exported ONNX graphs, cached, and a host halting loop.
+"""The TensorRT backend: engines built from the exported ONNX graphs, cached, checked, and a host halting loop.
 
-Supported TensorRT Python APIs (both written to NVIDIA's documented API; neither can run on the development
-machines, which have no GPU and no TensorRT builder, so only the TensorRT-free parts are tested there):
+Supported: **TensorRT 10.x** Python bindings (JetPack 6.1 and 6.2 ship 10.3; the package itself needs Python
+3.10+ and ROS 2 Humble on Ubuntu 22.04 or Jazzy on 24.04, i.e. JetPack 6). Name-based I/O
+(``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``), explicit batch, profiles shared by
+execution contexts. Refused: older TensorRT (JetPack 5 cannot run the package: Python 3.8, Ubuntu 20.04 has
+no Humble; JetPack 6.0's TensorRT 8.6 has the other binding API) and 11+ (strongly typed only, no FP16
+builder flag). None of it can run where this package is developed (no GPU, no TensorRT builder); the tests
+there drive this module through stand-ins for the TensorRT and CUDA objects, and ``test/gpu`` runs it for real.
 
-- **TensorRT 10.x** (JetPack 6.1/6.2 ship 10.3): name-based I/O, ``set_input_shape`` / ``set_tensor_address`` /
-  ``execute_async_v3``; networks are explicit-batch by default.
-- **TensorRT 8.5 and 8.6** (JetPack 5.1 ships 8.5.2, JetPack 6.0 ships 8.6.2): explicit-batch networks,
-  binding indices, ``set_binding_shape`` and ``execute_async_v2``. TensorRT 8.5's ONNX parser has no
-  ``LayerNormalization``: export with ``--opset 16`` for it (the op-coverage check says so before building).
-- Refused: TensorRT < 8.5 (no ``builder_optimization_level``, older parser) and >= 11 (strongly typed only,
-  no FP16 builder flag: precision would have to come from an fp16 ONNX export, which this package does not
-  write yet).
+Build (:func:`build_engines`, ``dream-vla-ros build-engine``): op coverage against :mod:`.trt_ops`;
+``OnnxParser.parse_from_file`` with every parser error reported; one optimisation profile with min/opt/max
+shapes for every dynamic input (the manifest's batch range, opt = 1); FP16 with LayerNorm, softmax and the
+halting change's layers *obeying* FP32 constraints (a graph with LayerNormalization but no normalisation
+layer to mark is refused); workspace limit and builder optimisation level; a persistent timing cache; the plan
+stored in :class:`~.engine_cache.EngineCache` under a key of graph digest, TensorRT version, device identity
+(:mod:`.device`), precision, profile, builder settings and recipe version. A build reports which graph and
+the elapsed time to ``progress`` every few seconds.
 
-Build (:func:`build_engines`, ``dream-vla-ros build-engine``): op coverage of the graphs against
-:mod:`.trt_ops`; ``OnnxParser.parse_from_file`` (keeps external data resolvable) with every parser error
-reported; one optimisation profile with min/opt/max shapes for every dynamic input (the manifest's batch
-range, opt = 1); FP16 with LayerNorm and the halting metric's layers kept in FP32; workspace limit and builder
-optimisation level; a persistent timing cache; the plan stored in :class:`~.engine_cache.EngineCache` under a
-key of graph digest + TensorRT version + GPU name + compute capability + precision + profile + builder settings.
+Launch (:class:`TensorRtEngine`): a hit is loaded after its SHA-256 is verified (a corrupt plan is refused,
+never rebuilt silently); a miss is rebuilt with a warning that names what changed (``on_miss="build"``) or
+refused (``on_miss="error"``). FP16 engines are then checked against the export's ONNX Runtime FP32 samples
+(:mod:`.parity`); the result is stored next to the plans, shown in :attr:`TensorRtEngine.status`, and a
+failing set is refused unless accepted explicitly.
 
-Launch (:class:`TensorRtEngine`): looks the key up; a hit is loaded after its SHA-256 is verified (a corrupt
-plan is refused, never rebuilt silently); a miss is rebuilt with a warning that names what changed
-(``on_miss="build"``, default) or refused (``on_miss="error"``). Device buffers are allocated once per batch
-size (torch CUDA tensors; ping-pong scratchpad/actions buffers), one CUDA stream; the encode engine runs once,
-the step engine k times with the latent kept on the device, and the host reads back one change scalar per
-sample every ``check_every`` iterations (pinned memory, one stream sync) plus the actions when a sample stops.
+Loop: per batch size, device buffers and the tensor shapes and addresses of three execution contexts (encode;
+step "ping" S0 -> S1 and step "pong" S1 -> S0, so no copy and no re-binding between iterations) are set once.
+At batch 1 each step context is captured as a CUDA graph (after one launch, as TensorRT requires; a failed
+capture falls back to launches, with the reason in ``status``). Per chunk: asynchronous uploads from pinned
+memory, one encode launch, then per iteration one step launch or replay; the host waits only when it reads
+the change scalars back (every ``check_every`` iterations, with that iteration's chunk in the same copy).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -38,19 +43,22 @@ from typing import Any
 
 import numpy as np
 
-from dream_vla_ros.engines import trt_ops
+from dream_vla_ros.engines import common, parity, trt_ops
 from dream_vla_ros.engines.common import Decoded, HaltingTracker, HostEngine, dequantize, unmask_numpy
-from dream_vla_ros.engines.engine_cache import CacheEntry, CacheKey, EngineCache, make_key
-from dream_vla_ros.engines.manifest import Export, GraphSpec, load_export
+from dream_vla_ros.engines.device import DeviceIdentity, cuda_identity
+from dream_vla_ros.engines.engine_cache import CacheEntry, CacheKey, EngineCache, make_key, set_digest
+from dream_vla_ros.engines.manifest import Export, GraphSpec, load_export, write_atomic
 from dream_vla_ros.errors import EngineError
 from dream_vla_ros.policy.config import HaltingConfig
 
 LOG = logging.getLogger("dream_vla_ros.engines.tensorrt")
 
-SUPPORTED = "TensorRT 8.5, 8.6 (JetPack 5.1 / 6.0) and 10.x (JetPack 6.1/6.2: 10.3)"
+SUPPORTED = "TensorRT 10.x (JetPack 6.1 / 6.2: 10.3)"
 PRECISIONS = ("fp32", "fp16")
 ROLES = ("encode", "step")
 ON_MISS = ("build", "error")
+GRAPH_BATCH = 1
+"""The batch size whose step launches are captured as CUDA graphs (the policy node's)."""
 
 
 def import_tensorrt():
@@ -61,7 +69,7 @@ def import_tensorrt():
         raise EngineError(
             f"TensorRT is not available: python module 'tensorrt' cannot be imported ({type(exc).__name__}: "
             f"{(str(exc) or repr(exc)).splitlines()[0]}); install {SUPPORTED} with its Python bindings "
-            "(JetPack: python3-libnvinfer) on a machine with an NVIDIA GPU"
+            "(JetPack 6: python3-libnvinfer) on a machine with an NVIDIA GPU"
         ) from None
     check_version(tensorrt.__version__)
     return tensorrt
@@ -69,26 +77,24 @@ def import_tensorrt():
 
 def check_version(version: str) -> trt_ops.Version:
     parsed = trt_ops.parse_version(version)
-    if not ((8, 5) <= parsed < (9, 0) or (10, 0) <= parsed < (11, 0)):
+    if not (10, 0) <= parsed < (11, 0):
         raise EngineError(f"TensorRT {version} is not supported (supported: {SUPPORTED})")
     return parsed
 
 
-def cuda_device(device: str) -> tuple[Any, int, str, str]:
-    """(torch, index, GPU name, compute capability "major.minor") for ``cuda`` / ``cuda:N``."""
+def cuda_device(device: str) -> tuple[Any, int, DeviceIdentity]:
+    """(torch, index, device identity) for ``cuda`` / ``cuda:N``."""
     if not device.startswith("cuda"):
         raise EngineError(f"tensorrt backend: device must be cuda or cuda:N, got {device!r}")
     try:
         import torch
     except ImportError as exc:
         raise EngineError(f"tensorrt backend needs torch with CUDA for device buffers and streams ({exc})") from None
-    if not torch.cuda.is_available():
-        raise EngineError("tensorrt backend: no CUDA device is available (torch.cuda.is_available() is False)")
     index = int(device.partition(":")[2] or 0)
-    if index >= torch.cuda.device_count():
-        raise EngineError(f"tensorrt backend: {device} requested, {torch.cuda.device_count()} CUDA device(s) present")
-    major, minor = torch.cuda.get_device_capability(index)
-    return torch, index, torch.cuda.get_device_name(index), f"{major}.{minor}"
+    try:
+        return torch, index, cuda_identity(torch, index)
+    except EngineError as exc:
+        raise EngineError(f"tensorrt backend: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -108,24 +114,25 @@ class BuildSettings:
         if not 0 <= self.optimization_level <= 5:
             raise EngineError(f"optimization_level must be in [0, 5], got {self.optimization_level}")
 
-    def builder(self) -> dict[str, int]:
-        return {"workspace_mib": self.workspace_mib, "optimization_level": self.optimization_level}
+    def builder(self) -> dict[str, int | str]:
+        """The builder settings :func:`_build_plan` applies (part of the cache key)."""
+        constraints = "obey fp32: normalization, softmax, halting change" if self.precision == "fp16" else "none"
+        return {"workspace_mib": self.workspace_mib, "optimization_level": self.optimization_level,
+                "precision_constraints": constraints}
 
 
-def check_coverage(export: Export, version: trt_ops.Version) -> None:
-    """Refuse graphs the ONNX parser of this TensorRT cannot import, before any build starts."""
-    problems = trt_ops.coverage({r: export.graph(r).ops for r in ROLES}, export.opset, version)
+def check_coverage(export: Export) -> None:
+    """Refuse graphs the ONNX parser of TensorRT 10 cannot import, before any build starts."""
+    problems = trt_ops.coverage({r: export.graph(r).ops for r in ROLES}, export.opset)
     if problems:
-        hint = " (TensorRT 8.5: re-export with --opset 16)" if version < (8, 6) else ""
-        raise EngineError(f"TensorRT {version[0]}.{version[1]} cannot import {export.directory}: "
-                          f"{'; '.join(problems)}{hint}")
+        raise EngineError(f"TensorRT cannot import {export.directory}: {'; '.join(problems)}")
 
 
-def cache_keys(export: Export, settings: BuildSettings, tensorrt: str, gpu: str, capability: str
+def cache_keys(export: Export, settings: BuildSettings, tensorrt: str, device: DeviceIdentity
                ) -> dict[str, CacheKey]:
     """The cache key of every graph the runtime needs."""
     return {
-        role: make_key(export.graph(role).digest, tensorrt, gpu, capability, settings.precision,
+        role: make_key(export.graph(role).digest, tensorrt, device, settings.precision,
                        export.graph(role).profile(export.batch), settings.builder())
         for role in ROLES
     }
@@ -140,41 +147,50 @@ def build_engines(
     force: bool = False,
     on_miss: str = "build",
     log: Callable[[str], None] = LOG.warning,
+    progress: common.Progress | None = None,
 ) -> dict[str, CacheEntry]:
-    """Ensure a cached plan for every graph: reuse hits (verified), build misses (saying why) or refuse them."""
+    """Ensure a cached plan for every graph: reuse hits (verified), build misses (saying why) or refuse them.
+
+    ``progress`` hears which graph is being built, then the elapsed time every few seconds, then the result.
+    """
     trt = import_tensorrt()
-    version = check_version(trt.__version__)
-    _, _, gpu, capability = cuda_device(device)
-    check_coverage(export, version)
+    _, _, identity = cuda_device(device)
+    check_coverage(export)
+    keys = cache_keys(export, settings, trt.__version__, identity)
     entries: dict[str, CacheEntry] = {}
-    for role, key in cache_keys(export, settings, trt.__version__, gpu, capability).items():
+    for number, (role, key) in enumerate(keys.items(), 1):
         entry, why = (None, "--force") if force else cache.lookup(role, key)
         if entry is not None:
             entries[role] = entry
             continue
         if on_miss == "error":
             raise EngineError(f"no usable TensorRT engine for {role}: {why}; build it with 'dream-vla-ros "
-                              f"build-engine --onnx {export.directory} --precision {settings.precision}'")
+                              f"build-engine --onnx {export.directory} --precision {settings.precision}' "
+                              "(or set engine_on_miss: build)")
         with cache.lock():
             entry, _ = (None, "") if force else cache.lookup(role, key)  # another builder may have finished it
             if entry is None:
-                log(f"building TensorRT {settings.precision} engine for {role} ({why}); this takes minutes")
+                what = f"building the TensorRT {settings.precision} engine for {role} ({number} of {len(keys)})"
+                log(f"{what}: {why}; this takes minutes")
                 t0 = time.monotonic()
-                plan = _build_plan(trt, export, export.graph(role), settings, cache, gpu, capability)
+                with common.heartbeat(progress, what):
+                    plan, notes = _build_plan(trt, export, export.graph(role), settings, cache, identity)
                 entry = cache.store(role, key, plan, {"build_seconds": round(time.monotonic() - t0, 1),
-                                                      "onnx": str(export.path(export.graph(role)))})
-                log(f"built {role} engine in {entry.info['build_seconds']} s -> {entry.plan}")
+                                                      "onnx": str(export.path(export.graph(role))), **notes})
+                done = f"built the {role} engine in {entry.info['build_seconds']} s -> {entry.plan}"
+                log(done)
+                if progress is not None:
+                    progress(done)
         entries[role] = entry
     return entries
 
 
-def _build_plan(trt, export: Export, spec: GraphSpec, settings: BuildSettings, cache: EngineCache, gpu: str,
-                capability: str) -> bytes:
+def _build_plan(trt, export: Export, spec: GraphSpec, settings: BuildSettings, cache: EngineCache,
+                device: DeviceIdentity) -> tuple[bytes, dict[str, Any]]:
+    """Parse, configure and build one graph; returns the plan and notes for its cache entry."""
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    major = int(trt.__version__.split(".")[0])
-    flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
+    network = builder.create_network(0)  # TensorRT 10: explicit batch always
     parser = trt.OnnxParser(network, logger)
     path = export.path(spec)
     if not parser.parse_from_file(str(path)):
@@ -182,41 +198,43 @@ def _build_plan(trt, export: Export, spec: GraphSpec, settings: BuildSettings, c
         raise EngineError(f"{path}: the TensorRT ONNX parser failed: {' | '.join(errors) or 'no details'}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mib << 20)
-    if hasattr(config, "builder_optimization_level"):
-        config.builder_optimization_level = settings.optimization_level
+    config.builder_optimization_level = settings.optimization_level
+    notes: dict[str, Any] = {}
     if settings.precision == "fp16":
         config.set_flag(trt.BuilderFlag.FP16)
-        _keep_fp32(trt, network, config, spec)
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+        marked = fp32_layers(trt, network, spec)
+        for layer in marked:
+            layer.precision = trt.float32
+            for j in range(layer.num_outputs):
+                layer.set_output_type(j, trt.float32)
+        notes["fp32_layers"] = len(marked)
     profile = builder.create_optimization_profile()
     for name, lo, opt, hi in spec.profile(export.batch):
         profile.set_shape(name, lo, opt, hi)
     config.add_optimization_profile(profile)
-    timing_path = cache.timing_cache_path(trt.__version__, gpu, capability)
+    timing_path = cache.timing_cache_path(trt.__version__, device)
     timing = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")
     config.set_timing_cache(timing, ignore_mismatch=False)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise EngineError(f"{path}: TensorRT failed to build an engine (see the TensorRT log above)")
-    from dream_vla_ros.engines.manifest import write_atomic
-
     cache.directory.mkdir(parents=True, exist_ok=True)
     write_atomic(timing_path, bytes(config.get_timing_cache().serialize()))
-    return bytes(plan)
+    return bytes(plan), notes
 
 
-def _keep_fp32(trt, network, config, spec: GraphSpec) -> None:
-    """FP16 build: normalisation layers and the halting metric (every layer between the step's decode
-    outputs / inputs and ``change``) stay FP32, so the threshold compares FP32 values."""
-    flag = getattr(trt.BuilderFlag, "PREFER_PRECISION_CONSTRAINTS", None) or trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS
-    config.set_flag(flag)
-    producers: dict[str, Any] = {}
-    for i in range(network.num_layers):
-        layer = network.get_layer(i)
-        for j in range(layer.num_outputs):
-            producers[layer.get_output(j).name] = layer
+def fp32_layers(trt, network, spec: GraphSpec) -> list[Any]:
+    """The layers an FP16 build keeps in FP32: every normalisation and softmax layer, and the halting metric
+    (every layer between the step's inputs / other outputs and ``change``), floating-point ones only.
+
+    A graph with ``LayerNormalization`` ops whose network shows no normalisation layer (a decomposed LayerNorm,
+    as older opsets export it) cannot be kept in FP32 that way: refused."""
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    producers = {layer.get_output(j).name: layer for layer in layers for j in range(layer.num_outputs)}
     boundary = {network.get_input(i).name for i in range(network.num_inputs)}
     boundary |= {network.get_output(i).name for i in range(network.num_outputs)} - {"change"}
-    marked: list[Any] = []
+    marked: dict[int, Any] = {}
     if spec.output("change") is not None:
         pending, seen = ["change"], set()
         while pending:
@@ -225,55 +243,106 @@ def _keep_fp32(trt, network, config, spec: GraphSpec) -> None:
             if layer is None or name in seen:
                 continue
             seen.add(name)
-            marked.append(layer)
+            marked[id(layer)] = layer
             for j in range(layer.num_inputs):
                 tensor = layer.get_input(j)
                 if tensor is not None and tensor.name not in boundary:
                     pending.append(tensor.name)
-    normalization = getattr(trt.LayerType, "NORMALIZATION", None)
-    marked += [network.get_layer(i) for i in range(network.num_layers) if network.get_layer(i).type == normalization]
+    normalization = [layer for layer in layers if layer.type == trt.LayerType.NORMALIZATION]
+    if "LayerNormalization" in spec.ops and not normalization:
+        raise EngineError(f"{spec.file}: LayerNormalization in the ONNX graph but no normalisation layer in the "
+                          "TensorRT network: it cannot be kept in FP32; re-export the model (opset >= 17)")
+    for layer in [*normalization, *(x for x in layers if x.type == trt.LayerType.SOFTMAX)]:
+        marked[id(layer)] = layer
     floating = (trt.float32, trt.float16)
-    for layer in marked:
-        if layer.type in (trt.LayerType.CONSTANT, trt.LayerType.SHAPE):
-            continue
-        if all(layer.get_output(j).dtype in floating for j in range(layer.num_outputs)):
-            layer.precision = trt.float32
-            for j in range(layer.num_outputs):
-                layer.set_output_type(j, trt.float32)
+    return [layer for layer in marked.values()
+            if layer.type not in (trt.LayerType.CONSTANT, trt.LayerType.SHAPE)
+            and all(layer.get_output(j).dtype in floating for j in range(layer.num_outputs))]
 
 
-class _TrtGraph:
-    """One deserialised engine + execution context, over the v3 (TensorRT 10) or v2 (8.x) API."""
+class CudaRuntime:
+    """The CUDA side of the loop over torch: one stream, device and pinned buffers, async copies, events,
+    graph capture. The only place this backend touches torch (unit tests put a stand-in here)."""
 
-    def __init__(self, trt, torch, runtime, entry: CacheEntry, spec: GraphSpec) -> None:
-        self.spec = spec
+    def __init__(self, torch: Any, index: int) -> None:
         self.torch = torch
+        self.device = torch.device("cuda", index)
+        with torch.cuda.device(self.device):
+            self.stream = torch.cuda.Stream(self.device)
+        self.handle = self.stream.cuda_stream
+        self._dtypes = {n: getattr(torch, n) for n in ("float32", "float16", "int64", "int32", "int8", "bool")}
+
+    def active(self) -> Any:
+        """Context making this device current (TensorRT deserialises and runs on the current device)."""
+        return self.torch.cuda.device(self.device)
+
+    def empty(self, shape: Sequence[int], dtype: str) -> Any:
+        return self.torch.empty(tuple(shape), dtype=self._dtypes[dtype], device=self.device)
+
+    def pinned(self, shape: Sequence[int], dtype: str) -> Any:
+        return self.torch.empty(tuple(shape), dtype=self._dtypes[dtype], pin_memory=True)
+
+    @staticmethod
+    def ptr(tensor: Any) -> int:
+        return int(tensor.data_ptr())
+
+    @staticmethod
+    def host(pinned: Any) -> np.ndarray:
+        """The numpy view of a pinned buffer (valid after a wait on the copy that filled it)."""
+        return pinned.numpy()
+
+    def copy(self, dst: Any, src: Any) -> None:
+        with self.torch.cuda.stream(self.stream):
+            dst.copy_(src, non_blocking=True)
+
+    def zero(self, tensor: Any) -> None:
+        with self.torch.cuda.stream(self.stream):
+            tensor.zero_()
+
+    def event(self) -> Any:
+        return self.torch.cuda.Event(enable_timing=True)
+
+    def record(self, event: Any) -> None:
+        event.record(self.stream)
+
+    @staticmethod
+    def wait(event: Any) -> None:
+        event.synchronize()
+
+    @staticmethod
+    def elapsed_ms(start: Any, end: Any) -> float:
+        return float(start.elapsed_time(end))
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()
+
+    def capture(self, launch: Callable[[], None]) -> Callable[[], None]:
+        """A CUDA graph of ``launch`` on this stream; returns its replay. Raises whatever capture raises."""
+        graph = self.torch.cuda.CUDAGraph()
+        with self.torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
+            launch()
+        return graph.replay
+
+
+class _Graph:
+    """One deserialised engine and its tensor dtypes, checked against the manifest's graph spec."""
+
+    def __init__(self, trt, runtime, entry: CacheEntry, spec: GraphSpec) -> None:
+        self.spec = spec
         engine = runtime.deserialize_cuda_engine(entry.plan.read_bytes())
         if engine is None:
             raise EngineError(f"{entry.plan}: TensorRT cannot deserialise it (corrupt, or built by another TensorRT "
                               "version or GPU); rebuild with 'dream-vla-ros build-engine --force'")
         self.engine = engine
-        self.context = engine.create_execution_context()
-        self.v3 = hasattr(engine, "num_io_tensors") and int(trt.__version__.split(".")[0]) >= 10
-        dtypes = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32,
-                  trt.int8: torch.int8, trt.bool: torch.bool}
-        if hasattr(trt, "int64"):
-            dtypes[trt.int64] = torch.int64
-        self.dtypes: dict[str, Any] = {}
-        self.index: dict[str, int] = {}
+        dtypes = {trt.float32: "float32", trt.float16: "float16", trt.int32: "int32", trt.int64: "int64",
+                  trt.int8: "int8", trt.bool: "bool"}
+        self.dtypes: dict[str, str | None] = {}
         names_in, names_out = [], []
-        if self.v3:
-            for i in range(engine.num_io_tensors):
-                name = engine.get_tensor_name(i)
-                self.dtypes[name] = dtypes.get(engine.get_tensor_dtype(name))
-                is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-                (names_in if is_input else names_out).append((name, len(engine.get_tensor_shape(name))))
-        else:
-            for i in range(engine.num_bindings):
-                name = engine.get_binding_name(i)
-                self.index[name] = i
-                self.dtypes[name] = dtypes.get(engine.get_binding_dtype(i))
-                (names_in if engine.binding_is_input(i) else names_out).append((name, len(engine.get_binding_shape(i))))
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            self.dtypes[name] = dtypes.get(engine.get_tensor_dtype(name))
+            is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+            (names_in if is_input else names_out).append((name, len(engine.get_tensor_shape(name))))
         for kind, got, want in (("inputs", names_in, spec.inputs), ("outputs", names_out, spec.outputs)):
             if sorted(got) != sorted((t.name, len(t.shape)) for t in want):
                 raise EngineError(f"{entry.plan}: engine {kind} {sorted(got)} do not match the manifest's graph "
@@ -282,23 +351,56 @@ class _TrtGraph:
         if missing:
             raise EngineError(f"{entry.plan}: unsupported tensor dtype for {missing}")
 
-    def run(self, tensors: Mapping[str, Any], stream) -> None:
-        """Run on ``stream`` with device tensors for every input and output (shapes set from the inputs)."""
-        if self.v3:
-            for t in self.spec.inputs:
-                self.context.set_input_shape(t.name, tuple(tensors[t.name].shape))
-            for name in self.dtypes:
-                self.context.set_tensor_address(name, tensors[name].data_ptr())
-            ok = self.context.execute_async_v3(stream.cuda_stream)
+
+class _Bound:
+    """An execution context whose input shapes and tensor addresses are set once (for one batch size)."""
+
+    def __init__(self, graph: _Graph, context: Any, cuda: Any, tensors: Mapping[str, Any], batch: int) -> None:
+        self.role, self.context, self.cuda = graph.spec.role, context, cuda
+        for t in graph.spec.inputs:
+            if not context.set_input_shape(t.name, t.concrete(batch)):
+                raise EngineError(f"TensorRT refused shape {t.concrete(batch)} for {self.role} input {t.name}")
+        for name in graph.dtypes:
+            if not context.set_tensor_address(name, cuda.ptr(tensors[name])):
+                raise EngineError(f"TensorRT refused the address of {self.role} tensor {name}")
+
+    def launch(self) -> None:
+        if not self.context.execute_async_v3(self.cuda.handle):
+            raise EngineError(f"TensorRT execution of {self.role} failed")
+
+
+class _Slot:
+    """Everything of one batch size: device buffers (the step's scratchpad and actions twice: ping-pong),
+    pinned host buffers for uploads and read-backs, events."""
+
+    def __init__(self, graphs: Mapping[str, _Graph], cuda: Any, batch: int, recurrent: bool) -> None:
+        self.batch = batch
+        self.buffers: dict[str, Any] = {}
+        self.staging: dict[str, Any] = {}
+        for graph in graphs.values():
+            for t in (*graph.spec.inputs, *graph.spec.outputs):
+                if t.name not in self.buffers:
+                    self.buffers[t.name] = cuda.empty(t.concrete(batch), graph.dtypes[t.name])
+        for t in graphs["encode"].spec.inputs:
+            self.staging[t.name] = cuda.pinned(t.concrete(batch), graphs["encode"].dtypes[t.name])
+        step = graphs["step"]
+        if recurrent:
+            shape = step.spec.output("next_actions").concrete(batch)
+            first = self.buffers["actions"] if "actions" in self.buffers else cuda.empty(shape, "float32")
+            self.scratch = (self.buffers["scratchpad0"], self.buffers["next_scratchpad"])
+            self.acts = (first, self.buffers["next_actions"])
+            self.host_change = cuda.pinned((batch,), step.dtypes["change"])
+            self.host_actions = cuda.pinned(shape, step.dtypes["next_actions"])
         else:
-            bindings = [0] * len(self.index)
-            for t in self.spec.inputs:
-                self.context.set_binding_shape(self.index[t.name], tuple(tensors[t.name].shape))
-            for name, i in self.index.items():
-                bindings[i] = tensors[name].data_ptr()
-            ok = self.context.execute_async_v2(bindings, stream.cuda_stream)
-        if not ok:
-            raise EngineError(f"TensorRT execution of {self.spec.role} failed")
+            self.staging["values"] = cuda.pinned(step.spec.input("values").concrete(batch), step.dtypes["values"])
+            self.host_logits = cuda.pinned(step.spec.output("logits").concrete(batch), step.dtypes["logits"])
+        self.events = (cuda.event(), cuda.event(), cuda.event())
+
+    def step_tensors(self, direction: int) -> dict[str, Any]:
+        """The step's tensors for iteration parity ``direction`` (0: S0 -> S1, 1: S1 -> S0)."""
+        a = direction
+        return {**self.buffers, "scratchpad": self.scratch[a], "actions": self.acts[a],
+                "next_scratchpad": self.scratch[1 - a], "next_actions": self.acts[1 - a]}
 
 
 class TensorRtEngine(HostEngine):
@@ -307,10 +409,12 @@ class TensorRtEngine(HostEngine):
     device: ``cuda`` or ``cuda:N``. precision: ``fp16`` (default) or ``fp32``.
     threads: accepted for the node's common settings; TensorRT runs on the GPU (preprocessing is one thread).
     seed, halting_k_max, halting_delta: as for the other backends. check_every: read the change scalar every
-    n-th iteration (1 = the torch rule exactly; n > 1 saves syncs and may stop up to n - 1 iterations later).
+    n-th iteration (1 = the torch rule exactly; n > 1 saves waits and may stop up to n - 1 iterations later).
     cache_dir: engine cache (default ``~/.cache/dream_vla_ros/tensorrt``). on_miss: ``build`` (rebuild, with a
-    warning naming what changed) or ``error``. workspace_mib, optimization_level: builder settings (part of
-    the cache key).
+    warning naming what changed) or ``error``. force_build: rebuild even on a hit (``build-engine --force``).
+    workspace_mib, optimization_level: builder settings (part of the cache key). cuda_graphs: capture the step
+    at batch 1. accept_parity_failure: accept (and record as accepted) FP16 engines failing the parity check.
+    progress: hears engine builds and the parity check (which graph, elapsed time).
     """
 
     def __init__(
@@ -326,8 +430,12 @@ class TensorRtEngine(HostEngine):
         check_every: int = 1,
         cache_dir: str = "",
         on_miss: str = "build",
+        force_build: bool = False,
         workspace_mib: int = 1024,
         optimization_level: int = 3,
+        cuda_graphs: bool = True,
+        accept_parity_failure: bool = False,
+        progress: common.Progress | None = None,
     ) -> None:
         if on_miss not in ON_MISS:
             raise EngineError(f"tensorrt backend: on_miss must be one of {', '.join(ON_MISS)}, got {on_miss!r}")
@@ -336,121 +444,199 @@ class TensorRtEngine(HostEngine):
         settings = BuildSettings(precision, workspace_mib, optimization_level)
         self.export = load_export(model_dir)
         trt = import_tensorrt()
-        torch, index, gpu, capability = cuda_device(device)
+        torch, index, identity = cuda_device(device)
         cache = EngineCache(Path(cache_dir) if cache_dir else default_engine_cache())
-        entries = build_engines(self.export, cache, settings, device=device, on_miss=on_miss)
-        self._torch, self._device = torch, torch.device("cuda", index)
-        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        with torch.cuda.device(self._device):
-            self._graphs = {r: _TrtGraph(trt, torch, self._runtime, entries[r], self.export.graph(r)) for r in entries}
-            self._stream = torch.cuda.Stream(self._device)
+        messages: list[str] = []
+        entries = build_engines(self.export, cache, settings, device=device, force=force_build, on_miss=on_miss,
+                                log=lambda m: (messages.append(m), LOG.warning(m)), progress=progress)
+        built = [m for m in messages if m.startswith("built")]
+        self._cuda = CudaRuntime(torch, index)
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        count = 2 if self.export.config.decoder.kind == "recurrent" else 1
+        with self._cuda.active():
+            self._graphs = {r: _Graph(trt, runtime, entries[r], self.export.graph(r)) for r in ROLES}
+            self._contexts = {"encode": (self._graphs["encode"].engine.create_execution_context(),),
+                              "step": tuple(self._graphs["step"].engine.create_execution_context()
+                                            for _ in range(count))}
         self._init_host(self.export.config, seed, halting_k_max, halting_delta)
-        self.check_every = check_every
-        self._buffers: dict[int, dict[str, Any]] = {}
-        self._allocate(self.export.batch.opt)
-        self._name = f"tensorrt {trt.__version__} {precision} {gpu} (sm {capability})"
+        self.check_every, self.cuda_graphs = check_every, cuda_graphs
+        self._slots: dict[int, _Slot] = {}
+        self._bound: tuple[int, _Slot, _Bound, tuple[Callable[[], None], ...]] | None = None
+        self._name = f"tensorrt {trt.__version__} {precision} {identity.gpu} (sm {identity.compute_capability})"
+        self.status: dict[str, object] = {
+            "engine device": identity.describe(),
+            "engine cache": (f"{len(built)} of {len(ROLES)} engines built now" if built else "cached")
+                            + f" ({cache.directory})",
+        }
+        self.parity: parity.ParityRecord | None = None
+        with self._cuda.active():
+            if precision == "fp16":
+                self.parity = self._check_parity(cache, entries, accept_parity_failure, progress)
+            self._bind(GRAPH_BATCH)
         LOG.info("%s: engines %s", self._name, ", ".join(str(e.plan) for e in entries.values()))
 
-    # -- buffers ---------------------------------------------------------------------------------------------
-    def _allocate(self, batch: int) -> dict[str, Any]:
-        """Device buffers for every tensor of both graphs at ``batch`` (scratchpad/actions twice: ping-pong),
-        plus pinned host buffers for what is read back."""
-        if batch in self._buffers:
-            return self._buffers[batch]
+    # -- parity ----------------------------------------------------------------------------------------------
+    def _check_parity(self, cache: EngineCache, entries: Mapping[str, CacheEntry], accept: bool,
+                      progress: common.Progress | None) -> parity.ParityRecord:
+        """The parity record of this engine set (checked now when none is stored); refuses a failing set that
+        nobody accepted."""
+        samples_path = self.export.parity_samples
+        if samples_path is None:
+            raise EngineError(f"{self.export.directory}: the export has no parity samples, so FP16 engines cannot be "
+                              "checked against FP32; re-export the model with 'dream-vla-ros export'")
+        samples_sha = str(self.export.document["files"][samples_path.name]["sha256"])
+        keys = {role: entry.key for role, entry in entries.items()}
+        path = cache.parity_path(set_digest(keys, samples_sha, f"rule {parity.RULE_VERSION}"))
+        record = stored = parity.read_record(path)
+        if record is None:
+            samples = parity.load_samples(samples_path)
+            halting = self.config.halting  # the reference ran with the export's own halting settings
+            with common.heartbeat(progress, f"checking the FP16 engines against ONNX Runtime FP32 on "
+                                     f"{len(samples.seeds)} stored observations"):
+                self._bind(self.export.batch.max)
+                got = parity.decode_samples(samples.observations, samples.seeds, self.pipeline.prepare,
+                                            lambda inputs, seeds: self.decode(inputs, seeds, halting, 1),
+                                            self.export.batch.max)
+            result = parity.compare(samples.reference, got, halting.delta)
+            record = parity.ParityRecord(result, {role: str(entry.plan) for role, entry in entries.items()},
+                                         time.time())
+            if progress is not None:
+                progress(f"FP16 parity {result.summary()}")
+        if accept and not record.usable:
+            record = parity.accepted(record)
+        if record != stored:
+            write_atomic(path, (json.dumps(record.to_json(), indent=2) + "\n").encode())
+        accepted_by = f" (failure accepted by {record.accepted_by})" if record.accepted_by else ""
+        self.status["engine parity"] = record.result.summary() + accepted_by
+        if not record.usable:
+            raise EngineError(
+                f"TensorRT fp16 engines of {self.export.directory} fail the parity check against ONNX Runtime "
+                f"FP32 ({record.result.summary()}; record {path}): refused. Use precision fp32, or accept them "
+                f"explicitly with 'dream-vla-ros build-engine --onnx {self.export.directory} "
+                "--accept-parity-failure'")
+        return record
+
+    # -- bindings --------------------------------------------------------------------------------------------
+    def _bind(self, batch: int) -> tuple[_Slot, _Bound, tuple[Callable[[], None], ...]]:
+        """Bind the contexts to ``batch``'s buffers unless they are already (then nothing is set at all);
+        returns the slot, the bound encode context and the step launches (graph replays at batch 1)."""
+        if self._bound is not None and self._bound[0] == batch:
+            return self._bound[1:]
         if batch > self.export.batch.max:
             raise EngineError(f"batch {batch} exceeds the engines' profile maximum {self.export.batch.max}")
-        torch = self._torch
-        bufs: dict[str, Any] = {}
-        for graph in self._graphs.values():
-            for t in (*graph.spec.inputs, *graph.spec.outputs):
-                if t.name not in bufs:
-                    bufs[t.name] = torch.empty(t.concrete(batch), dtype=graph.dtypes[t.name], device=self._device)
-        if self.config.decoder.kind == "recurrent":
-            step = self._graphs["step"]
-            bufs["scratchpad"] = bufs["scratchpad0"]  # the encode graph writes buffer 0 of the ping-pong pair
-            bufs["scratch"] = (bufs["scratchpad0"], bufs["next_scratchpad"])
-            shape = step.spec.output("next_actions").concrete(batch)
-            if "actions" in bufs:  # the "action" metric's step reads the previous decode
-                first = bufs["actions"]
-            else:
-                first = torch.empty(shape, dtype=torch.float32, device=self._device)
-            bufs["acts"] = (first, bufs["next_actions"])
-            bufs["host_change"] = torch.empty(batch, dtype=torch.float32, pin_memory=True)
-            bufs["host_actions"] = torch.empty(shape, dtype=torch.float32, pin_memory=True)
+        recurrent = self.config.decoder.kind == "recurrent"
+        if batch not in self._slots:
+            self._slots[batch] = _Slot(self._graphs, self._cuda, batch, recurrent)
+        slot = self._slots[batch]
+        cuda, step = self._cuda, self._graphs["step"]
+        encode = _Bound(self._graphs["encode"], self._contexts["encode"][0], cuda, slot.buffers, batch)
+        if recurrent:
+            steps = tuple(_Bound(step, ctx, cuda, slot.step_tensors(d), batch)
+                          for d, ctx in enumerate(self._contexts["step"]))
         else:
-            spec = self._graphs["step"].spec.output("logits")
-            bufs["host_logits"] = torch.empty(spec.concrete(batch), dtype=torch.float32, pin_memory=True)
-        self._buffers[batch] = bufs
-        return bufs
+            steps = (_Bound(step, self._contexts["step"][0], cuda, slot.buffers, batch),)
+        launches = tuple(s.launch for s in steps)
+        self.status["cuda graphs"] = "off (cuda_graphs: false)" if not self.cuda_graphs else "off (batch != 1)"
+        if recurrent and self.cuda_graphs and batch == GRAPH_BATCH:
+            launches = self._capture(steps, launches)
+        elif not recurrent:
+            self.status["cuda graphs"] = "off (discrete decoder: inputs change every step)"
+        self._bound = (batch, slot, encode, launches)
+        return slot, encode, launches
 
-    def _upload(self, bufs: dict[str, Any], name: str, array: np.ndarray) -> None:
-        target = bufs[name]
-        host = self._torch.from_numpy(np.ascontiguousarray(array)).to(target.dtype)
-        target.copy_(host, non_blocking=False)
+    def _capture(self, steps: Sequence[_Bound], launches: tuple[Callable[[], None], ...]
+                 ) -> tuple[Callable[[], None], ...]:
+        """Graph replays of the step launches, or the launches with the reason in ``status`` when capture fails."""
+        cuda = self._cuda
+        try:
+            for bound in steps:  # TensorRT: one launch after setting shapes before a capture
+                bound.launch()
+            cuda.synchronize()
+            replays = tuple(cuda.capture(bound.launch) for bound in steps)
+        except Exception as exc:  # noqa: BLE001 - capture fails in several ways; launches still work
+            cuda.synchronize()
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            self.status["cuda graphs"] = f"off (capture failed: {reason})"
+            LOG.warning("TensorRT step: CUDA graph capture failed, launching instead (%s)", reason)
+            return launches
+        self.status["cuda graphs"] = f"step captured at batch {GRAPH_BATCH}"
+        return replays
 
     # -- decoding --------------------------------------------------------------------------------------------
-    def decode(self, inputs, seeds: Sequence[int] | None = None, halting: HaltingConfig | None = None) -> Decoded:
-        torch = self._torch
-        halting = halting or self.halting
+    def _upload(self, slot: _Slot, name: str, array: np.ndarray) -> None:
+        staging = slot.staging[name]
+        self._cuda.host(staging)[...] = array
+        self._cuda.copy(slot.buffers[name], staging)
+
+    def decode(self, inputs, seeds: Sequence[int] | None = None, halting: HaltingConfig | None = None,
+               check_every: int | None = None) -> Decoded:
+        with self._cuda.active():  # the calling thread (the node's inference worker) may have another device
+            return self._decode(inputs, seeds, halting or self.halting, check_every or self.check_every)
+
+    def _decode(self, inputs, seeds: Sequence[int] | None, halting: HaltingConfig, check_every: int) -> Decoded:
         batch = inputs.images.shape[0]
         seeds = [self.seed] * batch if seeds is None else list(seeds)
-        bufs = self._allocate(batch)
-        stream = self._stream
+        slot, encode, launches = self._bind(batch)
+        cuda = self._cuda
+        start, encoded, _ = slot.events
         t0 = time.perf_counter()
-        with torch.cuda.device(self._device), torch.cuda.stream(stream):
-            for name, array in (("images", inputs.images), ("tokens", inputs.tokens), ("proprio", inputs.proprio)):
-                self._upload(bufs, name, array)
-            if self.config.decoder.kind == "recurrent":
-                self._upload(bufs, "noise", self.pipeline.noise(seeds))
-                self._graphs["encode"].run(bufs, stream)
-                stream.synchronize()
-                t1 = time.perf_counter()
-                result = self._recurrent_loop(bufs, batch, halting)
-            else:
-                self._graphs["encode"].run(bufs, stream)
-                stream.synchronize()
-                t1 = time.perf_counter()
-                result = self._discrete_loop(bufs, batch, halting)
-        t2 = time.perf_counter()
+        cuda.record(start)
+        for name, array in (("images", inputs.images), ("tokens", inputs.tokens), ("proprio", inputs.proprio)):
+            self._upload(slot, name, array)
+        recurrent = self.config.decoder.kind == "recurrent"
+        if recurrent:
+            self._upload(slot, "noise", self.pipeline.noise(seeds))
+        encode.launch()
+        cuda.record(encoded)
+        if recurrent:
+            result = self._recurrent_loop(slot, launches, batch, halting, check_every)
+        else:
+            result = self._discrete_loop(slot, launches[0], batch, halting)
+        total = (time.perf_counter() - t0) * 1e3
+        trunk = cuda.elapsed_ms(start, encoded)
         return Decoded(result.actions, result.iterations, result.reasons, result.changes,
-                       {"trunk": (t1 - t0) * 1e3, "core": (t2 - t1) * 1e3})
+                       {"trunk": trunk, "core": max(0.0, total - trunk)})
 
-    def _recurrent_loop(self, bufs: dict[str, Any], batch: int, halting: HaltingConfig) -> Decoded:
-        stream, step = self._stream, self._graphs["step"]
-        scratch, acts = bufs["scratch"], bufs["acts"]
-        acts[0].zero_()
-        tracker = HaltingTracker(batch, halting, self.check_every)
-        a = 0
+    def _read(self, slot: _Slot, pairs: Sequence[tuple[Any, Any]]) -> None:
+        """Copy device -> pinned host buffers and wait for exactly that (the loop's only waits)."""
+        cuda = self._cuda
+        for dst, src in pairs:
+            cuda.copy(dst, src)
+        cuda.record(slot.events[2])
+        cuda.wait(slot.events[2])
+
+    def _recurrent_loop(self, slot: _Slot, launches: Sequence[Callable[[], None]], batch: int,
+                        halting: HaltingConfig, check_every: int) -> Decoded:
+        if "actions" in self._graphs["step"].dtypes:
+            self._cuda.zero(slot.acts[0])  # the "action" metric compares with the previous decode
+        tracker = HaltingTracker(batch, halting, check_every)
         for k in range(1, halting.k_max + 1):
-            tensors = dict(bufs)
-            tensors.update(scratchpad=scratch[a], actions=acts[a], next_scratchpad=scratch[1 - a],
-                           next_actions=acts[1 - a])
-            step.run(tensors, stream)
+            a = (k - 1) % 2
+            launches[a]()
             change = None
-            if tracker.wants_change(k):
-                bufs["host_change"].copy_(bufs["change"], non_blocking=True)
-                stream.synchronize()
-                change = bufs["host_change"].numpy().copy()
+            read = tracker.wants_change(k)
+            if read:  # the change and this iteration's chunk in one read-back
+                self._read(slot, [(slot.host_change, slot.buffers["change"]), (slot.host_actions, slot.acts[1 - a])])
+                change = self._cuda.host(slot.host_change).astype(np.float32)
 
-            def actions(source=acts[1 - a]) -> np.ndarray:
-                bufs["host_actions"].copy_(source, non_blocking=True)
-                stream.synchronize()
-                return bufs["host_actions"].numpy().copy()
+            def actions(read=read, source=slot.acts[1 - a]) -> np.ndarray:
+                if not read:
+                    self._read(slot, [(slot.host_actions, source)])
+                return self._cuda.host(slot.host_actions).astype(np.float32)
 
             if tracker.update(k, change, actions):
                 break
-            a = 1 - a
         return tracker.result({})
 
-    def _discrete_loop(self, bufs: dict[str, Any], batch: int, halting: HaltingConfig) -> Decoded:
-        c, stream, step = self.config, self._stream, self._graphs["step"]
+    def _discrete_loop(self, slot: _Slot, launch: Callable[[], None], batch: int, halting: HaltingConfig
+                       ) -> Decoded:
+        c = self.config
 
         def logits(values: np.ndarray) -> np.ndarray:
-            self._upload(bufs, "values", values)
-            step.run(bufs, stream)
-            bufs["host_logits"].copy_(bufs["logits"], non_blocking=True)
-            stream.synchronize()
-            return bufs["host_logits"].numpy().copy()
+            self._upload(slot, "values", values)
+            launch()
+            self._read(slot, [(slot.host_logits, slot.buffers["logits"])])
+            return self._cuda.host(slot.host_logits).astype(np.float32)
 
         ids, iterations, reasons = unmask_numpy(logits, (batch, c.chunk_length, c.num_joints), c.decoder.bins, halting)
         return Decoded(dequantize(ids, c), iterations, reasons, np.zeros((0, batch), np.float32))

@@ -1,18 +1,14 @@
-"""Static ONNX operator coverage of the TensorRT ONNX parser, for checking exported graphs without TensorRT.
+"""Static ONNX operator coverage of the TensorRT 10 ONNX parser, for checking exported graphs without TensorRT.
 
-Sources (transcribed by hand, op names only):
+Source (transcribed by hand, op names only): ``onnx/onnx-tensorrt`` ``docs/operators.md`` for TensorRT 10.x
+(opsets 9-20 up to 10.8; JetPack 6.1/6.2 ship 10.3), the only TensorRT this package supports.
 
-- ``onnx/onnx-tensorrt`` ``docs/operators.md`` at the TensorRT 8.5 release ("TensorRT 8.5 supports operators up
-  to Opset 17"; commit 6d0ab7be), the list shipped with JetPack 5.1.x (TensorRT 8.5.2);
-- the ONNX-TensorRT 8.6 release notes (onnx/onnx-tensorrt pull request 904): added ``GroupNormalization``,
-  ``LayerNormalization`` and ``IsInf`` (JetPack 6.0 ships TensorRT 8.6.2);
-- TensorRT 10.x parser: opsets 9-20 up to 10.8 (JetPack 6.1/6.2 ship 10.3), including the opset-20 ``Gelu``.
-
-Only the ops an exported policy can plausibly contain are listed; anything not in :data:`SUPPORTED_SINCE` is
+Only the ops an exported policy can plausibly contain are listed; anything not in :data:`SUPPORTED_OPS` is
 reported as unsupported (conservative). Restrictions that matter for our graphs: the ``axes`` of
 Slice/Squeeze/Unsqueeze must be constants (the exporter's constant folding gives that; :func:`constant_input_problems`
 checks it), and integer-quantised ops (``MatMulInteger``, ``DynamicQuantizeLinear``; ORT's dynamic int8) are not
-supported at all: the int8 encoder is an ONNX Runtime CPU option only.
+supported at all: the int8 encoder is an ONNX Runtime CPU option only. Opsets below 17 decompose
+LayerNormalization into primitive ops that an FP16 build cannot keep in FP32: refused too.
 """
 
 from __future__ import annotations
@@ -21,7 +17,7 @@ from collections.abc import Iterable, Mapping
 
 Version = tuple[int, int]
 
-_SINCE_8_5 = (
+_OPS = (
     "Abs", "Acos", "Acosh", "Add", "And", "ArgMax", "ArgMin", "Asin", "Asinh", "Atan", "Atanh", "AveragePool",
     "BatchNormalization", "Cast", "Ceil", "Celu", "Clip", "Concat", "Constant", "ConstantOfShape", "Conv",
     "ConvTranspose", "Cos", "Cosh", "CumSum", "DepthToSpace", "DequantizeLinear", "Div", "Dropout", "Einsum",
@@ -40,24 +36,17 @@ _SINCE_8_5 = (
     "Transpose", "Trilu", "Unsqueeze", "Upsample", "Where", "Xor",
 )
 
-SUPPORTED_SINCE: dict[str, Version] = {
-    **dict.fromkeys(_SINCE_8_5, (8, 5)),
-    "GroupNormalization": (8, 6),
-    "IsInf": (8, 6),
-    "LayerNormalization": (8, 6),
-    "Gelu": (10, 0),
-}
-"""ONNX op (default domain) -> first TensorRT version whose ONNX parser imports it."""
+SUPPORTED_OPS = frozenset((*_OPS, "GroupNormalization", "IsInf", "LayerNormalization", "Gelu"))
+"""ONNX ops (default domain) the TensorRT 10 ONNX parser imports."""
 
-MAX_OPSET: dict[Version, int] = {(8, 5): 17, (8, 6): 17, (10, 0): 20}
-"""TensorRT version (at least) -> highest ONNX opset its parser accepts (10.9+ accept more; 20 is kept)."""
+OPSETS = range(17, 21)
+"""Opsets accepted: 17 (LayerNormalization as one op) up to 20, the highest TensorRT 10.3's parser takes."""
 
 CONSTANT_INPUTS: dict[str, tuple[int, ...]] = {"Slice": (3,), "Squeeze": (1,), "Unsqueeze": (1,), "TopK": (1,),
                                                 "CumSum": (1,), "Conv": (1,)}
 """Op -> input indices that must be initializers/constants for the parser."""
 
-TARGETS: dict[str, Version] = {"JetPack 5.1 (TensorRT 8.5)": (8, 5), "JetPack 6.0 (TensorRT 8.6)": (8, 6),
-                               "JetPack 6.1/6.2 (TensorRT 10.3)": (10, 3)}
+TARGET = "JetPack 6.1/6.2 (TensorRT 10.3)"
 
 
 def parse_version(text: str) -> Version:
@@ -65,37 +54,27 @@ def parse_version(text: str) -> Version:
     return (parts[0], parts[1] if len(parts) > 1 else 0) if parts else (0, 0)
 
 
-def max_opset(version: Version) -> int:
-    eligible = [v for v in MAX_OPSET if v <= version]
-    return MAX_OPSET[max(eligible)] if eligible else 0
+def unsupported_ops(ops: Iterable[str]) -> list[str]:
+    """The ops of ``ops`` (``Name`` or ``domain::Name``) the TensorRT 10 parser does not import."""
+    return sorted(set(ops) - SUPPORTED_OPS)
 
 
-def unsupported_ops(ops: Iterable[str], version: Version) -> list[str]:
-    """The ops of ``ops`` (``Name`` or ``domain::Name``) the parser of TensorRT ``version`` does not import."""
-    out = []
-    for op in sorted(set(ops)):
-        since = SUPPORTED_SINCE.get(op)
-        if since is None or since > version:
-            out.append(op)
-    return out
-
-
-def coverage(graph_ops: Mapping[str, Iterable[str]], opset: int, version: Version) -> list[str]:
-    """Problems (empty = parsable) of graphs (role -> op types) at ``opset`` for TensorRT ``version``."""
+def coverage(graph_ops: Mapping[str, Iterable[str]], opset: int) -> list[str]:
+    """Problems (empty = parsable and FP16-safe) of graphs (role -> op types) exported at ``opset``."""
     problems = []
-    limit = max_opset(version)
-    if opset > limit:
-        problems.append(f"opset {opset} > {limit}, the highest TensorRT {version[0]}.{version[1]} accepts")
+    if opset not in OPSETS:
+        problems.append(f"opset {opset} is outside {OPSETS.start}..{OPSETS.stop - 1} (below 17 LayerNorm is "
+                        "decomposed and cannot stay FP32; above 20 the TensorRT 10.3 parser refuses it)")
     for role, ops in graph_ops.items():
-        missing = unsupported_ops(ops, version)
+        missing = unsupported_ops(ops)
         if missing:
             problems.append(f"{role}: unsupported op(s) {', '.join(missing)}")
     return problems
 
 
 def coverage_report(graph_ops: Mapping[str, Iterable[str]], opset: int) -> dict[str, list[str]]:
-    """Target name -> problems, for every JetPack TensorRT in :data:`TARGETS`."""
-    return {name: coverage(graph_ops, opset, version) for name, version in TARGETS.items()}
+    """{:data:`TARGET`: problems}, as the export's manifest records it."""
+    return {TARGET: coverage(graph_ops, opset)}
 
 
 def constant_input_problems(model) -> list[str]:

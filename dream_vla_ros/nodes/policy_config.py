@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from dream_vla_ros.configuration import require
 
@@ -21,6 +22,13 @@ class PolicyNodeConfig:
     threads: CPU threads of the backend (0 = the backend's default).
     halting_k_max: cap on recurrent-core iterations per chunk (0 = the checkpoint's default).
     halting_delta: halting threshold on the change between iterations (negative = the checkpoint's default).
+    halting_check_every: read the change back every n-th core iteration only (onnxruntime and tensorrt
+        backends; 1 = the exact halting rule; n > 1 saves device waits and may stop up to n - 1 iterations later).
+    engine_on_miss: tensorrt backend without a cached engine for this model, GPU and TensorRT: build (minutes
+        inside configure, progress on the ROS log and /diagnostics) or error (refuse; build ahead of time with
+        ``dream-vla-ros build-engine``).
+    engine_cache_dir: engine cache directory of the tensorrt / onnxruntime TensorRT EP backends (empty =
+        ``~/.cache/dream_vla_ros``, or ``$DREAM_VLA_CACHE``).
     envelope_margin: joint units (rad) the predicted targets may lie outside the joint positions the model was
         trained on (its envelope, recorded in the checkpoint); further out they are clipped to it, so a policy
         that drifts out of what it knows steers back instead of further out. Negative = off.
@@ -60,6 +68,9 @@ class PolicyNodeConfig:
     threads: int = 0
     halting_k_max: int = 0
     halting_delta: float = -1.0
+    halting_check_every: int = 1
+    engine_on_miss: Literal["build", "error"] = "build"
+    engine_cache_dir: str = ""
     envelope_margin: float = 0.1
     added_delay: float = 0.0
     added_delay_jitter: float = 0.0
@@ -86,6 +97,7 @@ class PolicyNodeConfig:
         require(bool(self.backend), "backend", "must be non-empty")
         require(self.threads >= 0, "threads", f"must be >= 0, got {self.threads}")
         require(self.halting_k_max >= 0, "halting_k_max", f"must be >= 0, got {self.halting_k_max}")
+        require(self.halting_check_every >= 1, "halting_check_every", f"must be >= 1, got {self.halting_check_every}")
         require(self.warmup_runs >= 0, "warmup_runs", f"must be >= 0, got {self.warmup_runs}")
         require(len(self.camera_topics) >= 1, "camera_topics", "at least one camera topic is needed")
         require(all(self.camera_topics), "camera_topics", "topics must be non-empty")
@@ -116,6 +128,12 @@ class PolicyNodeConfig:
             settings["halting_k_max"] = self.halting_k_max
         if self.halting_delta >= 0.0:
             settings["halting_delta"] = self.halting_delta
+        if self.halting_check_every != 1:
+            settings["check_every"] = self.halting_check_every
+        if self.engine_on_miss != "build":
+            settings["on_miss"] = self.engine_on_miss
+        if self.engine_cache_dir:
+            settings["cache_dir"] = self.engine_cache_dir
         return settings
 
 

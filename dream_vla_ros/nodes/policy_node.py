@@ -45,6 +45,7 @@ from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from dream_vla_ros.engines.base import engine_status
 from dream_vla_ros.errors import ConfigError, DreamVlaError, InputError
 from dream_vla_ros.nodes import params, qos
 from dream_vla_ros.nodes.conversions import (
@@ -65,6 +66,7 @@ from dream_vla_ros.nodes.worker import SingleWorker
 from dream_vla_ros.policy.envelope import confine
 
 NODE_NAME = "policy_node"
+ENGINE_BUILD = "engine build"
 
 
 @dataclass
@@ -159,7 +161,12 @@ class PolicyNode(LifecycleNode):
             from dream_vla_ros.engines.loader import load_engine
 
             self.get_logger().info(f"loading model {config.model!r} with backend {config.backend!r}")
-            engine = load_engine(config.model, config.backend, **config.engine_settings())
+            try:
+                engine = load_engine(config.model, config.backend, progress=self._engine_progress,
+                                     **config.engine_settings())
+            finally:
+                if self.diagnostics.faults.clear(ENGINE_BUILD) is not None:
+                    self.diagnostics.publish()
             robot_joints = self._check_against_model(config, engine.metadata)
             warm_up(engine, config.warmup_runs)
         except DreamVlaError as exc:
@@ -188,6 +195,13 @@ class PolicyNode(LifecycleNode):
             self.get_logger().warning("the model records no joint envelope (trained before it was recorded): "
                                       "predicted targets are not confined to the joint range it was trained on")
         return TransitionCallbackReturn.SUCCESS
+
+    def _engine_progress(self, message: str) -> None:
+        """Engine preparation inside configure (a TensorRT build takes minutes): each message on the ROS log and
+        at once on /diagnostics (WARN under ``engine build`` until the engine is loaded)."""
+        self.get_logger().info(f"{ENGINE_BUILD}: {message}")
+        self.diagnostics.faults.report(ENGINE_BUILD, cause_key(message), message, level="warn")
+        self.diagnostics.publish()
 
     def _check_against_model(self, config: PolicyNodeConfig, meta) -> tuple[str, ...]:
         if len(config.camera_topics) != len(meta.cameras):
@@ -564,6 +578,7 @@ class PolicyNode(LifecycleNode):
             "goal": goal[:100],
             "backend": self.engine.name if self.engine else "",
             "model": config.model if config else "",
+            **engine_status(self.engine),
             **self._counts,
         }
         for slot, meter in list(self._rates.items()):

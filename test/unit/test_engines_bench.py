@@ -64,3 +64,30 @@ def test_a_failing_int8_quantisation_leaves_the_other_backends_running(capsys, m
     assert result["backends"]["onnxruntime_cpu_fp32"]["available"]
     assert result["ort_over_torch_cpu"] > 0
     assert result["export"]["int8_accuracy"] is None
+
+
+def test_bench_memory_measures_each_backend_in_its_own_process(tmp_path, capsys):
+    """``bench memory`` on a tiny checkpoint: RSS at each stage for the CPU backends (each in a fresh process,
+    so the torch backend's import shows and the ONNX Runtime ones stay small), the rest unavailable with the
+    reason. The figures themselves come from running the benchmark (docs/jetson_orin.md)."""
+    import torch
+
+    from dream_vla_ros.commands import bench
+    from dream_vla_ros.policy.checkpoint import save_checkpoint
+    from dream_vla_ros.policy.config import preset
+    from dream_vla_ros.policy.model import build_model
+
+    torch.manual_seed(0)
+    model = save_checkpoint(build_model(preset("tiny"), load_pretrained=False), tmp_path / "model")
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    assert bench.main(parser.parse_args(["memory", "--model", str(model), "--chunks", "1", "--json"])) == 0
+    result = json.loads(capsys.readouterr().out)["backends"]
+    for name in ("torch_cpu_fp32", "onnxruntime_cpu_fp32", "onnxruntime_cpu_int8"):
+        entry = result[name]
+        assert entry["available"], entry
+        assert entry["rss_mib_start"] < entry["rss_mib_imported"] <= entry["rss_mib_peak"]
+        assert entry["rss_mib_loaded"] <= entry["rss_mib_peak"] and entry["engine"].split()[0] in name
+    assert result["onnxruntime_cpu_fp32"]["rss_mib_peak"] < result["torch_cpu_fp32"]["rss_mib_peak"]
+    if not torch.cuda.is_available():
+        assert not result["tensorrt_fp16"]["available"] and result["tensorrt_fp16"]["reason"]

@@ -16,9 +16,10 @@ pytest.importorskip("onnxruntime")
 import torch
 
 from dream_vla_ros.cli import main
-from dream_vla_ros.engines import trt_ops
+from dream_vla_ros.engines import parity, trt_ops
 from dream_vla_ros.engines.loader import load_engine
 from dream_vla_ros.engines.manifest import BatchRange, load_export, sha256_file
+from dream_vla_ros.engines.onnxruntime_engine import OnnxRuntimeEngine
 from dream_vla_ros.errors import EngineError
 from dream_vla_ros.policy.checkpoint import save_checkpoint
 from dream_vla_ros.policy.config import preset
@@ -65,6 +66,22 @@ def test_export_cli_output_and_manifest(exported, capsys):
     assert export.graph("step").output("change").shape == ("batch",)
 
 
+def test_export_stores_parity_samples_with_their_fp32_decode(exported):
+    """The samples FP16 engines are checked against: their stored reference is what ONNX Runtime FP32 decodes
+    (re-run here with another batching), and the reference passes the parity rule against itself."""
+    export = load_export(exported)
+    assert export.parity_samples == exported / "onnx" / parity.SAMPLES_FILE
+    samples = parity.load_samples(export.parity_samples)
+    assert len(samples.observations) == parity.SAMPLES == export.document["parity"]["samples"]
+    assert samples.reference.changes.shape[1] == parity.SAMPLES  # the change history, one column per sample
+    engine = OnnxRuntimeEngine(export.directory, threads=1)
+    again = parity.decode_samples(samples.observations, samples.seeds, engine.pipeline.prepare, engine.decode, 5)
+    np.testing.assert_allclose(again.actions, samples.reference.actions, atol=1e-5)
+    assert list(again.iterations) == list(samples.reference.iterations)
+    result = parity.compare(samples.reference, again, export.config.halting.delta)
+    assert result.passed and result.same_k == parity.SAMPLES and result.max_action_error < 1e-5
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
@@ -78,8 +95,11 @@ def test_export_cli_output_and_manifest(exported, capsys):
         (lambda d: _edit(d, lambda m: m["graphs"].pop("step")), "has no 'step' graph"),
         (lambda d: _edit(d, lambda m: m["files"].pop("coda.onnx")), "not listed under 'files'"),
         (lambda d: shutil.rmtree(d / "onnx"), "no ONNX export found"),
+        (lambda d: _edit(d, lambda m: m["files"].pop("parity_samples.npz")), "'parity' entry names no file listed"),
+        (lambda d: _flip_byte(d / "onnx" / "parity_samples.npz"), "sha256 mismatch"),
     ],
-    ids=["truncated", "flipped-byte", "missing-file", "bad-json", "version", "config", "no-graph", "unlisted", "none"],
+    ids=["truncated", "flipped-byte", "missing-file", "bad-json", "version", "config", "no-graph", "unlisted", "none",
+         "parity-unlisted", "parity-flipped"],
 )
 def test_damaged_exports_are_refused_with_the_cause(copy, damage, message):
     damage(copy)
@@ -142,24 +162,21 @@ def test_profile_shapes_cover_every_dynamic_input(exported):
     assert _shapes(export.graph("step"), export, 0).split(",")[0] == f"scratchpad:1x{h}x{w}"
 
 
-def test_op_coverage_against_the_tensorrt_parser_tables(exported, tmp_path):
+def test_op_coverage_against_the_tensorrt_parser_tables(exported, tmp_path, capsys):
     export = load_export(exported)
     ops = {role: export.graph(role).ops for role in ("encode", "step", "coda")}
-    assert trt_ops.coverage(ops, 17, (10, 3)) == []
-    assert trt_ops.coverage(ops, 17, (8, 6)) == []
-    problems = trt_ops.coverage(ops, 17, (8, 5))
-    assert any("LayerNormalization" in p for p in problems)
-    assert trt_ops.coverage(ops, 18, (8, 6)) == ["opset 18 > 17, the highest TensorRT 8.6 accepts"]
-    assert export.document["tensorrt_op_coverage"]["JetPack 6.1/6.2 (TensorRT 10.3)"] == []
+    assert "LayerNormalization" in ops["encode"]  # one op at opset 17: an FP16 build can keep it FP32
+    assert trt_ops.coverage(ops, 17) == []
+    assert trt_ops.coverage(ops, 21)[0].startswith("opset 21 is outside 17..20")
+    assert export.document["tensorrt_op_coverage"] == {"JetPack 6.1/6.2 (TensorRT 10.3)": []}
     for role in ops:
         assert export.graph(role).notes["tensorrt_constant_inputs"] == "ok"
-    assert trt_ops.unsupported_ops(["MatMulInteger", "DynamicQuantizeLinear", "com.microsoft::Attention"], (10, 3)) \
+    assert trt_ops.unsupported_ops(["MatMulInteger", "DynamicQuantizeLinear", "com.microsoft::Attention", "Gelu"]) \
         == ["DynamicQuantizeLinear", "MatMulInteger", "com.microsoft::Attention"]
-    # Opset 16 decomposes LayerNorm: TensorRT 8.5 (JetPack 5.1) can import it.
+    # Opset 16 (decomposed LayerNorm: nothing an FP16 build could keep FP32) is no longer written.
     assert main(["export", "--model", str(exported), "--out", str(tmp_path / "o16"), "--opset", "16",
-                 "--no-progress"]) == 0
-    low = load_export(tmp_path / "o16")
-    assert trt_ops.coverage({r: low.graph(r).ops for r in ("encode", "step")}, 16, (8, 5)) == []
+                 "--no-progress"]) == 2
+    assert "opset 16 is not supported (use 17..20)" in capsys.readouterr().err
 
 
 def test_export_rejects_bad_options(exported, tmp_path, capsys):

@@ -242,3 +242,44 @@ def test_int8_quantisation_ignores_the_exporters_stale_shape_annotations(trained
     entry = _quantize_encode(out, encode)
     assert (out / entry["file"]).is_file() and "MatMulInteger" in entry["ops"]
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no temporary files left
+
+
+@pytest.mark.parametrize(("version", "timing_path"), [("1.16.3", False), ("1.18.1", True)])
+def test_tensorrt_ep_caches_one_folder_per_graph_digest(trained, tmp_path, monkeypatch, version, timing_path):
+    """ONNX Runtime names TensorRT EP engines after the graph's structure, not its weights: each graph gets a
+    folder named after its digest (a retrained checkpoint's graphs have other digests, so other folders), and
+    trt_timing_cache_path goes only to ONNX Runtime >= 1.17 (older builds reject it). The TensorRT EP is a
+    stand-in here: sessions are real CPU sessions that report the TensorRT EP as registered."""
+    import types
+
+    import onnxruntime
+
+    from dream_vla_ros.engines.manifest import load_export
+    from dream_vla_ros.engines.onnxruntime_engine import TRT_EP, trt_cache_folder
+
+    directory, _ = trained
+    requested: dict[str, dict] = {}
+
+    def session(path, options, providers):
+        requested[Path(path).stem] = dict(providers[0][1])
+        real = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        real.get_providers = lambda: [TRT_EP, "CUDAExecutionProvider", "CPUExecutionProvider"]
+        return real
+
+    fake = types.SimpleNamespace(**{name: getattr(onnxruntime, name) for name in (
+        "SessionOptions", "ExecutionMode", "GraphOptimizationLevel", "OrtValue")})
+    fake.__version__ = version
+    fake.get_available_providers = lambda: [TRT_EP, "CUDAExecutionProvider", "CPUExecutionProvider"]
+    fake.InferenceSession = session
+    monkeypatch.setitem(sys.modules, "onnxruntime", fake)
+    progress: list[str] = []
+    engine = OnnxRuntimeEngine(directory, device="cuda", cache_dir=str(tmp_path), progress=progress.append)
+    assert engine.name == "onnxruntime tensorrt fp32"
+    export = load_export(directory)
+    for role in ("encode", "step"):
+        folder = trt_cache_folder(tmp_path, export.graph(role))
+        assert folder == tmp_path / "ort_tensorrt" / f"{role}-{export.graph(role).digest[:16]}" and folder.is_dir()
+        assert requested[role]["trt_engine_cache_path"] == str(folder)
+        assert ("trt_timing_cache_path" in requested[role]) == timing_path
+        assert f"preparing the TensorRT EP engine for {role} (built on a cache miss: minutes)" in progress
+    assert requested["encode"]["trt_engine_cache_path"] != requested["step"]["trt_engine_cache_path"]
