@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "recording": ("recording", "recorder CPU and dropped messages at 2x 640x480 @ 30 Hz + 500 Hz joint states; "
                   "dataset build throughput"),
     "backends": ("backends", "every inference backend side by side: latency, stages, k, parity to torch"),
+    "nodes": ("nodes", "CPU share of the sim arm, policy node and executor processes in closed loop"),
 }
 
 
