@@ -120,7 +120,7 @@ def run_graph(
     """Run episodes for ``seconds`` after the first chunk-driven episode starts; sample every process at each
     of ``marks`` (seconds from the start, plus the end). Returns ``{"samples": [{node: Sample}], "marks",
     "counters" (DiagnosticsWatch.numbers at the first and the last sample), "windows" (WindowWatch),
-    "episodes", "seconds"}``.
+    "episodes", "seconds", "control_period"}``.
 
     ``on_start(session)`` runs once the graph is up (e.g. to start extra processes into its domain)."""
     from dream_vla_ros.errors import DreamVlaError
@@ -164,7 +164,7 @@ def run_graph(
         if dead:
             raise DreamVlaError(f"{', '.join(dead)} exited during the run:\n{session.outputs()}")
         return {"samples": samples, "counters": (first, last), "windows": windows, "episodes": episodes,
-                "seconds": time.monotonic() - start}
+                "seconds": time.monotonic() - start, "control_period": period}
 
 
 def _control_period(config: str, overrides: dict[str, dict[str, Any]]) -> float:

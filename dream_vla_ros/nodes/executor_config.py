@@ -121,7 +121,7 @@ class ExecutorNodeConfig:
     max_joint_state_age: float = 0.1
     max_future: float = 0.05
     joint_fault_margin: float = 0.2
-    input_recovery_time: float = 0.5
+    input_recovery_time: float = 0.25
     request_period: float = 0.05
     hold_without_controller: bool = True
     diagnostics_period: float = 1.0

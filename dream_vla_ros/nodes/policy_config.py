@@ -79,7 +79,7 @@ class PolicyNodeConfig:
     max_joint_state_age: float = 0.1
     max_future: float = 0.05
     max_sync_skew: float = 0.15
-    input_recovery_time: float = 0.5
+    input_recovery_time: float = 0.25
     max_compressed_bytes: int = 8 << 20
     max_image_pixels: int = 1920 * 1200
     max_goal_bytes: int = 1024
