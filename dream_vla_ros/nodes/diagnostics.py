@@ -23,6 +23,7 @@ from dream_vla_ros.nodes.conversions import JointMapper
 from dream_vla_ros.nodes.health import FaultTracker, Level, LogBudget, RecoveryGate, cause_key
 
 _LEVELS = {"warn": DiagnosticStatus.WARN, "error": DiagnosticStatus.ERROR}
+RECOVERING = "; good again, holding until good for"
 
 
 def _format(value: object) -> str:
@@ -143,6 +144,7 @@ def gate_slot(diagnostics: Diagnostics, gate: RecoveryGate, slot: str, healthy: 
             diagnostics.clear(slot)
         return True
     if healthy and fault is not None:
-        diagnostics.report(slot, fault.key, f"good again, holding until good for {gate.recovery:g} s without a "
-                           f"break ({gate.remaining(slot, now):.2f} s to go; was: {fault.key})", level=fault.level)
+        cause = fault.message.split(RECOVERING)[0]  # the cause stays named while the input recovers
+        diagnostics.report(slot, fault.key, f"{cause}{RECOVERING} {gate.recovery:g} s without a break "
+                           f"({gate.remaining(slot, now):.2f} s to go)", level=fault.level)
     return False

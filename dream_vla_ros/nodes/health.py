@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
@@ -160,14 +161,14 @@ class RecoveryGate:
 
 
 class LogBudget:
-    """Throttles log lines per *line kind* (a slot and a cause, e.g. ``("goal", "empty goal")``): a burst of
-    ``burst`` lines, then one per ``period`` seconds (token bucket). A different cause always has its own
-    budget, so only an input flapping between the same states (a goal flood) is thinned out. A line refused is
+    """Throttles log lines per *line kind* (a slot and a cause, e.g. ``("goal", "empty goal")``): at most
+    ``burst`` lines of one kind within any ``period`` seconds. A different cause has its own budget, so only an
+    input flapping between the same states faster than that (a goal flood) is thinned out. A line refused is
     counted; the next line of that kind allowed says how many were left out."""
 
-    def __init__(self, burst: int = 5, period: float = 1.0, clock=time.monotonic) -> None:
+    def __init__(self, burst: int = 3, period: float = 1.0, clock=time.monotonic) -> None:
         self._burst, self._period, self._clock = burst, period, clock
-        self._tokens: dict[tuple[str, str], tuple[float, float]] = {}  # kind -> (tokens, when counted)
+        self._logged: dict[tuple[str, str], deque[float]] = {}  # kind -> times of its latest lines
         self._skipped: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
 
@@ -176,14 +177,14 @@ class LogBudget:
         kind = (slot, key)
         with self._lock:
             now = self._clock()
-            tokens, then = self._tokens.get(kind, (float(self._burst), now))
-            tokens = min(float(self._burst), tokens + (now - then) / self._period)
-            if tokens < 1.0:
-                self._tokens[kind] = (tokens, now)
+            times = self._logged.get(kind)
+            if times is None:
+                if len(self._logged) > 1000:  # bounded memory whatever the causes' texts: start afresh
+                    self._logged.clear()
+                times = self._logged[kind] = deque(maxlen=self._burst)
+            if len(times) == self._burst and now - times[0] < self._period:
                 self._skipped[kind] = self._skipped.get(kind, 0) + 1
                 return None
-            if len(self._tokens) > 1000:  # bounded memory whatever the causes' texts: start afresh
-                self._tokens.clear()
-            self._tokens[kind] = (tokens - 1.0, now)
+            times.append(now)
             skipped = self._skipped.pop(kind, 0)
             return f" ({skipped} more like this not logged)" if skipped else ""

@@ -35,7 +35,8 @@ class PolicyNodeConfig:
     strict_joint_names: reject joint states that also name joints the model does not use.
     joint_fault_margin: rad (gripper: its units); a joint state further than this outside the joint envelope
         the model was trained on is a sensor fault: no inference (the executor holds) and the cause is reported.
-        Negative = off (also off for a model that records no envelope).
+        The default, a full turn, leaves the arm outside the envelope to the envelope clipping (envelope_margin)
+        and catches only readings no arm can have. Negative = off (also off for a model without an envelope).
     joint_states_topic: sensor_msgs/JointState topic (sensor-data QoS).
     goal_topic: std_msgs/String language goal (reliable, transient local); an empty goal means stop.
     chunk_request_topic: std_msgs/Header requests from the chunk executor (see executor_node).
@@ -71,7 +72,7 @@ class PolicyNodeConfig:
     image_height: int = 0
     joint_names: tuple[str, ...] = ()
     strict_joint_names: bool = False
-    joint_fault_margin: float = 1.0
+    joint_fault_margin: float = 6.28
     joint_states_topic: str = "joint_states"
     goal_topic: str = "goal"
     chunk_request_topic: str = "chunk_executor/chunk_request"

@@ -193,7 +193,7 @@ def rig(tmp_path_factory):
     folder = tmp_path_factory.mktemp("validation")
     model = make_model(folder / "model", envelope=JointEnvelope(*ENVELOPE))
     policy = policy_params(model, max_image_age=AGE, max_joint_state_age=AGE, max_goal_bytes=4096,
-                           max_compressed_bytes=MAX_COMPRESSED, input_recovery_time=0.5)
+                           max_compressed_bytes=MAX_COMPRESSED, input_recovery_time=0.5, joint_fault_margin=1.0)
     executor = executor_params(max_joint_state_age=AGE, input_recovery_time=0.5)
     params = write_params(folder / "params.yaml", policy_node=policy, chunk_executor=executor)
     bed = RosTestBed()
