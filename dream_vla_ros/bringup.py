@@ -116,6 +116,10 @@ def describe(
             continue
         parameters = {"use_sim_time": use_sim_time, **overrides.get(name, {})}
         nodes.append(NodeSpec(name, name, namespace, path, parameters))
+    missing = [name for name in only if name not in data]
+    if missing:
+        known = ", ".join(n for n in data if n != "/**")
+        raise ConfigError(f"{path.name} has no node {', '.join(map(repr, missing))}; its nodes: {known}")
     unknown = set(overrides) - {n.name for n in nodes}
     if unknown:
         raise ConfigError(f"overrides name nodes not in {path.name}: {', '.join(sorted(unknown))}")

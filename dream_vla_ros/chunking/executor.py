@@ -24,7 +24,9 @@ following (collision, e-stop, controller switch), the node calls ``reset`` again
 
 Modes: ``idle`` (before reset; tick returns None), ``holding`` (at rest, no reference: after reset, after
 a stop or starvation came to rest), ``running`` (following chunks), ``stopping`` (braking after stop()),
-``starved`` (braking because the queue ran dry; a chunk resumes running at once).
+``starved`` (braking because the queue ran dry). After a starvation the executor follows chunks again only once
+the queue reaches ``starvation_recovery`` seconds past now (hysteresis: chunks that each arrive barely in
+time would otherwise move the arm in bursts).
 """
 
 from __future__ import annotations
@@ -70,6 +72,8 @@ class ExecutorConfig:
         the reference's own acceleration).
     brake_fraction: share of the acceleration limit used to stop (stop() and starvation).
     max_clock_skew: seconds a chunk stamp may lie in the future before it is rejected (another clock).
+    starvation_recovery: seconds of queued motion past now that chunks must reach after a starvation before
+        the executor follows them again (0 = at once).
     """
 
     joint_names: tuple[str, ...] = ()
@@ -84,6 +88,7 @@ class ExecutorConfig:
     catch_up_fraction: float = 0.5
     brake_fraction: float = 1.0
     max_clock_skew: float = 0.05
+    starvation_recovery: float = 0.05
 
     def __post_init__(self) -> None:
         names = self.joint_names
@@ -92,7 +97,7 @@ class ExecutorConfig:
         require(len(set(names)) == len(names), "joint_names", f"names repeat: {list(names)}")
         self.limits.resolve(len(names))
         require(0 < self.control_period <= 1, "control_period", f"must be in (0, 1] s, got {self.control_period}")
-        for key in ("low_water_margin", "initial_latency", "max_clock_skew"):
+        for key in ("low_water_margin", "initial_latency", "max_clock_skew", "starvation_recovery"):
             value = getattr(self, key)
             require(math.isfinite(value) and value >= 0, key, f"must be a finite number of seconds >= 0, got {value}")
         require(self.latency_samples >= 1, "latency_samples", f"must be >= 1, got {self.latency_samples}")
@@ -158,6 +163,7 @@ class ChunkExecutor:
         self._epoch = -math.inf
         self._epoch_reason = reasons.PREDATES_RESET
         self._newest_t0 = -math.inf
+        self._starved = False  # latched by a starvation until the queue reaches starvation_recovery
 
     # ----------------------------------------------------------------------------------------- queries
     @property
@@ -168,6 +174,11 @@ class ChunkExecutor:
     def mode(self) -> str:
         """One of ``idle``, ``holding``, ``running``, ``stopping``, ``starved``."""
         return self._mode
+
+    @property
+    def recovering(self) -> bool:
+        """A starvation is latched: queued chunks are not followed until they reach starvation_recovery."""
+        return self._starved
 
     @property
     def stopped(self) -> bool:
@@ -238,6 +249,7 @@ class ChunkExecutor:
         self._stopped = False
         self._epoch, self._epoch_reason = float(now), reasons.PREDATES_RESET
         self._newest_t0 = -math.inf
+        self._starved = False
         self._mode = HOLDING
 
     def add_chunk(self, chunk: ActionChunk, now: float) -> MergeResult:
@@ -283,7 +295,10 @@ class ChunkExecutor:
         )
         self._newest_t0 = t0
         self._plan.clear()
-        self._mode = RUNNING
+        if self._starved and self._timeline.end - now >= self.config.starvation_recovery:
+            self._starved = False
+        if not self._starved:
+            self._mode = RUNNING
         stats = self._stats
         stats.chunks_accepted += 1
         stats.dropped_points += first
@@ -349,7 +364,7 @@ class ChunkExecutor:
         """Plan the step from grid index k to k + 1."""
         t0, t1 = self._time(k), self._time(k + 1)
         timeline = self._timeline
-        tracked = not self._stopped and timeline.covers(t1)
+        tracked = not self._stopped and not self._starved and timeline.covers(t1)
         if tracked:
             ref_q, ref_v = timeline.sample(t0)
             _, ref_v_next = timeline.sample(t1)
@@ -387,6 +402,7 @@ class ChunkExecutor:
             return
         if self._mode == RUNNING and not self._stopped:
             self._stats.starvation_events += 1
+            self._starved = self.config.starvation_recovery > 0.0
             self._mode = STARVED
         if not np.any(v != 0):
             self._mode = HOLDING

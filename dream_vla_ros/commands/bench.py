@@ -20,6 +20,9 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
                   "dataset build throughput"),
     "backends": ("backends", "every inference backend side by side: latency, stages, k, parity to torch"),
     "memory": ("memory", "resident memory (and CUDA memory on a GPU) of the policy process per backend"),
+    "nodes": ("nodes", "CPU share of the sim arm, policy node and executor processes in closed loop"),
+    "soak": ("soak", "the whole graph for minutes (2x 30 Hz cameras, 500 Hz joint states): missed ticks, jitter, "
+             "RSS growth, lag events"),
 }
 
 

@@ -10,6 +10,7 @@ examples:
   dream-vla-ros up jetson_arm --set policy_node.model:=/data/models/my_arm --namespace arm
   dream-vla-ros up ./my_robot.yaml --dry-run
   dream-vla-ros up sim_arm --composed       (policy node and chunk executor in one process)
+  dream-vla-ros up sim_arm --only policy_node,chunk_executor
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NODE.PARAM:=VALUE",
         help="override one parameter of one node (repeatable)",
     )
-    parser.add_argument("--only", action="append", default=[], metavar="NODE", help="start only these nodes")
+    parser.add_argument("--only", action="append", default=[], metavar="NODE[,NODE...]",
+                        help="start only these nodes (repeatable, or a comma-separated list)")
     parser.add_argument(
         "--composed", action="store_true", help="run the policy node and the chunk executor in one process"
     )
@@ -54,6 +56,12 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, object]]:
     return out
 
 
+def only_nodes(items: list[str]) -> tuple[str, ...]:
+    """``--only`` values (each one name or a comma-separated list) -> node names, in order, without repeats."""
+    names = [name.strip() for item in items for name in item.split(",")]
+    return tuple(dict.fromkeys(name for name in names if name))
+
+
 def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -67,7 +75,7 @@ def main(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         use_sim_time=args.use_sim_time,
         overrides=parse_overrides(args.set),
-        only=tuple(args.only),
+        only=only_nodes(args.only),
     )
     if args.composed:
         import tempfile

@@ -1,9 +1,10 @@
 """Message <-> array conversions with strict validation (no cv_bridge; OpenCV and numpy only).
 
-Every function that reads a message raises :class:`~dream_vla_ros.errors.InputError` with a message naming
-what is wrong, so no motion is ever derived from data that failed a check. Messages are read by attribute
-(duck typing): nothing here needs a running ROS context, and the message classes are imported only where a
-message is built.
+This module is the input-validation contract of the nodes (docs/input_validation.md): one checking function
+per message type, shared by the policy node and the chunk executor. Every function that reads a message
+raises :class:`~dream_vla_ros.errors.InputError` with a message naming what is wrong, so no motion is ever
+derived from data that failed a check. Messages are read by attribute (duck typing): nothing here needs a
+running ROS context, and the message classes are imported only where a message is built.
 
 Zero copy: :func:`image_to_rgb` returns a read-only *view* of the message buffer for ``rgb8`` (rows padded or
 not), ``bgr8`` (channel-reversed view) and ``mono8`` (broadcast view); preprocessing copies only the crop it
@@ -27,9 +28,24 @@ MAX_IMAGE_SIDE = 16384
 
 
 # -- time ----------------------------------------------------------------------------------------------------
+NANOSECONDS = 1_000_000_000
+
+
 def stamp_to_seconds(stamp: Any) -> float:
-    """``builtin_interfaces/Time`` -> float seconds."""
+    """``builtin_interfaces/Time`` -> float seconds, unchecked (for stamps this package wrote; see
+    :func:`checked_stamp` for stamps from outside)."""
     return stamp.sec + stamp.nanosec * 1e-9
+
+
+def checked_stamp(stamp: Any, source: str) -> float:
+    """A header stamp from outside -> float seconds; InputError unless it is a valid ``builtin_interfaces/Time``
+    (``0 <= nanosec < 1e9``, ``sec >= 0``). A zero stamp passes here (the freshness check rejects it)."""
+    sec, nanosec = int(stamp.sec), int(stamp.nanosec)
+    if not 0 <= nanosec < NANOSECONDS:
+        raise InputError(f"{source}: invalid header stamp (nanosec {nanosec} is not in [0, 1e9))")
+    if sec < 0:
+        raise InputError(f"{source}: invalid header stamp (negative sec {sec})")
+    return sec + nanosec * 1e-9
 
 
 def seconds_to_stamp(seconds: float, stamp: Any | None = None) -> Any:
@@ -39,7 +55,7 @@ def seconds_to_stamp(seconds: float, stamp: Any | None = None) -> Any:
 
         stamp = Time()
     nanoseconds = max(0, round(seconds * 1e9))
-    stamp.sec, stamp.nanosec = divmod(nanoseconds, 1_000_000_000)
+    stamp.sec, stamp.nanosec = divmod(nanoseconds, NANOSECONDS)
     return stamp
 
 
@@ -51,7 +67,7 @@ def seconds_to_duration(seconds: float) -> Any:
     from builtin_interfaces.msg import Duration
 
     nanoseconds = max(0, round(seconds * 1e9))
-    sec, nanosec = divmod(nanoseconds, 1_000_000_000)
+    sec, nanosec = divmod(nanoseconds, NANOSECONDS)
     return Duration(sec=sec, nanosec=nanosec)
 
 
@@ -97,21 +113,103 @@ def image_to_rgb(msg: Any, name: str = "image", expected_size: tuple[int, int] |
     return rgb
 
 
-def compressed_to_rgb(msg: Any, name: str = "image", expected_size: tuple[int, int] | None = None) -> np.ndarray:
-    """``sensor_msgs/CompressedImage`` (JPEG or PNG; gray, BGR or BGRA) -> RGB uint8 [H, W, 3] (decoded copy)."""
+@dataclass(frozen=True)
+class CompressedLimits:
+    """Bounds checked on a compressed frame before it is decoded: encoded bytes, and pixels (width x height as
+    its PNG / JPEG header declares them)."""
+
+    max_bytes: int = 4 << 20
+    max_pixels: int = 1920 * 1200
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (they carry the size); C4 (DHT), C8 (JPG) and CC (DAC) share the range.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01}
+
+
+def compressed_header(data: bytes) -> tuple[str, int, int, int]:
+    """``(format, width, height, bits per sample)`` from the header of a PNG or JPEG stream, without decoding
+    it; InputError for anything else (other formats, a header cut short, no size before the image data)."""
+    if data.startswith(_PNG_SIGNATURE):
+        if len(data) < 33 or data[12:16] != b"IHDR":
+            raise InputError("PNG without an IHDR header")
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        return "png", width, height, data[24]
+    if data.startswith(b"\xff\xd8"):
+        i = 2
+        while i + 4 <= len(data):
+            if data[i] != 0xFF:
+                raise InputError(f"JPEG marker expected at byte {i}")
+            marker = data[i + 1]
+            if marker == 0xFF:  # fill byte
+                i += 1
+                continue
+            if marker in _JPEG_STANDALONE:
+                i += 2
+                continue
+            length = int.from_bytes(data[i + 2:i + 4], "big")
+            if marker in _JPEG_SOF:
+                if length < 8 or i + 9 > len(data):
+                    raise InputError("JPEG frame header cut short")
+                precision = data[i + 4]
+                height, width = int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
+                return "jpeg", width, height, precision
+            if marker in (0xD9, 0xDA) or length < 2:  # end of image or scan data before any frame header
+                break
+            i += 2 + length
+        raise InputError("JPEG without a frame header (no size)")
+    raise InputError("not a PNG or JPEG stream")
+
+
+def check_compressed(
+    msg: Any, name: str = "image", expected_size: tuple[int, int] | None = None,
+    limits: CompressedLimits = CompressedLimits(),
+) -> tuple[int, int]:
+    """Validate a ``sensor_msgs/CompressedImage`` from its encoded size and header only; return (width, height).
+
+    Rejects (InputError) empty data, more than ``limits.max_bytes``, anything but 8-bit PNG / JPEG, a declared
+    size of 0 or above ``limits.max_pixels``, and a declared size other than ``expected_size``.
+    """
+    data = bytes(msg.data)
+    if not data:
+        raise InputError(f"{name}: compressed image without data")
+    if len(data) > limits.max_bytes:
+        raise InputError(f"{name}: compressed image of {len(data)} bytes (limit {limits.max_bytes})")
+    try:
+        _, width, height, bits = compressed_header(data)
+    except InputError as exc:
+        raise InputError(f"{name}: cannot decode compressed image (format {msg.format!r}, {len(data)} bytes): "
+                         f"{exc}") from None
+    if bits != 8:
+        raise InputError(f"{name}: compressed image has {bits}-bit samples, expected 8-bit")
+    if width <= 0 or height <= 0:
+        raise InputError(f"{name}: invalid size {width}x{height}")
+    if width * height > limits.max_pixels:
+        raise InputError(f"{name}: compressed image declares {width}x{height} = {width * height} pixels "
+                         f"(limit {limits.max_pixels}); not decoded")
+    if expected_size is not None and (width, height) != tuple(expected_size):
+        raise InputError(f"{name}: size {width}x{height}, expected {expected_size[0]}x{expected_size[1]}")
+    return width, height
+
+
+def compressed_to_rgb(
+    msg: Any, name: str = "image", expected_size: tuple[int, int] | None = None,
+    limits: CompressedLimits = CompressedLimits(),
+) -> np.ndarray:
+    """``sensor_msgs/CompressedImage`` (8-bit JPEG or PNG; gray, BGR or BGRA) -> RGB uint8 [H, W, 3] (decoded
+    copy). :func:`check_compressed` bounds the frame first, so the decode's cost is bounded before it is paid."""
     import cv2
 
-    if len(msg.data) == 0:
-        raise InputError(f"{name}: compressed image without data")
+    width, height = check_compressed(msg, name, expected_size, limits)
     buffer = np.frombuffer(msg.data, dtype=np.uint8)
     decoded = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
     if decoded is None:
         raise InputError(f"{name}: cannot decode compressed image (format {msg.format!r}, {len(msg.data)} bytes)")
     if decoded.dtype != np.uint8:
         raise InputError(f"{name}: decoded image has depth {decoded.dtype}, expected 8-bit")
-    height, width = decoded.shape[:2]
-    if expected_size is not None and (width, height) != tuple(expected_size):
-        raise InputError(f"{name}: size {width}x{height}, expected {expected_size[0]}x{expected_size[1]}")
+    if decoded.shape[:2] != (height, width):
+        raise InputError(f"{name}: decoded {decoded.shape[1]}x{decoded.shape[0]}, header said {width}x{height}")
     if decoded.ndim == 2:
         return cv2.cvtColor(decoded, cv2.COLOR_GRAY2RGB)
     codes = {3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}
@@ -144,19 +242,26 @@ def rgb_to_image(rgb: np.ndarray, encoding: str = "rgb8", stamp: Any | None = No
 
 # -- joint states --------------------------------------------------------------------------------------------
 class JointMapper:
-    """``sensor_msgs/JointState`` -> positions in a fixed joint order, by name.
+    """``sensor_msgs/JointState`` -> positions in a fixed joint order, by name (joints are reordered).
 
     Missing joints, duplicate names, a position array shorter than the names and NaN/inf values of the joints
-    used raise InputError. Names not in ``joint_names`` are ignored unless ``strict``. The name -> index lookup is
-    cached per distinct name list (publishers keep theirs fixed), so a 500 Hz stream costs one dict lookup.
+    used raise InputError; so does a position outside ``bounds`` (per joint ``(low, high)`` arrays, the limits
+    already widened by their margin): an encoder reading there is a sensor fault. Names not in ``joint_names``
+    are ignored unless ``strict``. The name -> index lookup is cached per distinct name list (publishers keep
+    theirs fixed), so a 500 Hz stream costs one dict lookup.
     """
 
-    def __init__(self, joint_names: Sequence[str], *, strict: bool = False, source: str = "joint_states") -> None:
+    def __init__(self, joint_names: Sequence[str], *, strict: bool = False, source: str = "joint_states",
+                 bounds: tuple[Sequence[float], Sequence[float]] | None = None) -> None:
         if not joint_names:
             raise InputError(f"{source}: no joint names to map")
         self.joint_names = tuple(joint_names)
         self.strict = strict
         self.source = source
+        self.bounds = None
+        if bounds is not None:
+            low, high = (np.broadcast_to(np.asarray(v, dtype=np.float64), (len(joint_names),)) for v in bounds)
+            self.bounds = (low, high)
         self._cache: dict[tuple[str, ...], np.ndarray] = {}
 
     def indices(self, names: Sequence[str]) -> np.ndarray:
@@ -192,7 +297,18 @@ class JointMapper:
         if not np.all(np.isfinite(out)):
             bad = self.joint_names[int(np.flatnonzero(~np.isfinite(out))[0])]
             raise InputError(f"{self.source}: non-finite position for joint {bad!r}")
+        if self.bounds is not None:
+            low, high = self.bounds
+            outside = (out < low) | (out > high)
+            if outside.any():
+                i = int(np.flatnonzero(outside)[0])
+                raise InputError(f"{self.source}: joint {self.joint_names[i]!r} at {out[i]:.3f} is outside "
+                                 f"[{low[i]:.3f}, {high[i]:.3f}] (limits + margin): sensor fault")
         return out
+
+    def read(self, msg: Any) -> tuple[np.ndarray, float]:
+        """``(positions, stamp seconds)`` of a JointState: :meth:`positions` and :func:`checked_stamp`."""
+        return self.positions(msg), checked_stamp(msg.header.stamp, self.source)
 
 
 # -- goals ---------------------------------------------------------------------------------------------------
@@ -290,7 +406,7 @@ def trajectory_to_chunk(msg: Any, joint_names: Sequence[str], *, dt_tolerance: f
     expected = dt * np.arange(1, len(t) + 1)
     if not np.allclose(t, expected, rtol=0.0, atol=max(dt_tolerance, 1e-9)):
         raise InputError("chunk: points are not evenly spaced at time_from_start = (i + 1) * dt")
-    t0 = stamp_to_seconds(msg.header.stamp)
+    t0 = checked_stamp(msg.header.stamp, "chunk")
     if not math.isfinite(t0) or t0 <= 0.0:
         raise InputError("chunk: header.stamp must be the observation time (> 0)")
     return ChunkMessage(t0=t0, dt=dt, positions=positions, velocities=velocities)

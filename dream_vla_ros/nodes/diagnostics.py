@@ -1,7 +1,9 @@
 """``/diagnostics`` for the nodes (diagnostic_updater is not a dependency): one status per cause.
 
 :class:`Diagnostics` wraps a :class:`~dream_vla_ros.nodes.health.FaultTracker`: ``report`` logs a cause the
-first time it appears in its slot and publishes at once; ``clear`` logs the recovery once; a timer publishes
+first time it appears in its slot and publishes at once; ``clear`` logs the recovery once (both through a
+:class:`~dream_vla_ros.nodes.health.LogBudget` per slot and cause, so an input flapping between good and
+bad, e.g. a goal flood, cannot flood the log: /diagnostics still shows every change); a timer publishes
 the whole picture every ``period`` seconds. The array holds a summary status named after the node (level =
 worst active cause, values from the node's ``values`` callback: rates, ages, latencies, counters) and one
 status per slot ever reported (``<node>: <slot>``: OK once recovered, WARN/ERROR with the cause while active).
@@ -17,10 +19,11 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 
 from dream_vla_ros.errors import InputError
-from dream_vla_ros.nodes.conversions import JointMapper, stamp_to_seconds
-from dream_vla_ros.nodes.health import FaultTracker, Level, cause_key
+from dream_vla_ros.nodes.conversions import JointMapper
+from dream_vla_ros.nodes.health import FaultTracker, Level, LogBudget, RecoveryGate, cause_key
 
 _LEVELS = {"warn": DiagnosticStatus.WARN, "error": DiagnosticStatus.ERROR}
+RECOVERING = "; good again, holding until good for"
 
 
 def _format(value: object) -> str:
@@ -42,6 +45,7 @@ class Diagnostics:
     ) -> None:
         self.node = node
         self.faults = FaultTracker()
+        self.log_budget = LogBudget()
         self._values = values
         self._name = node.get_fully_qualified_name().lstrip("/")
         self._hardware_id = hardware_id or self._name
@@ -53,11 +57,12 @@ class Diagnostics:
         """Record a cause; logs it and publishes when it is new for ``slot``. Returns whether it was new."""
         if not self.faults.report(slot, key, message, level):
             return False
+        suffix = self.log_budget.take(slot, key)
         # rclpy fixes the severity per call site, hence two calls.
-        if level == "error":
-            self.node.get_logger().error(f"{slot}: {message}")
-        else:
-            self.node.get_logger().warning(f"{slot}: {message}")
+        if suffix is not None and level == "error":
+            self.node.get_logger().error(f"{slot}: {message}{suffix}")
+        elif suffix is not None:
+            self.node.get_logger().warning(f"{slot}: {message}{suffix}")
         self.publish()
         return True
 
@@ -65,12 +70,17 @@ class Diagnostics:
         """Mark ``slot`` healthy; logs the recovery once."""
         fault = self.faults.clear(slot)
         if fault is not None:
-            self.node.get_logger().info(f"{slot}: recovered ({fault.key})")
+            self._log_recovery(fault.slot, fault.key)
             self.publish()
+
+    def _log_recovery(self, slot: str, key: str) -> None:
+        suffix = self.log_budget.take(slot, f"recovered {key}")
+        if suffix is not None:
+            self.node.get_logger().info(f"{slot}: recovered ({key}){suffix}")
 
     def clear_all(self, prefix: str = "") -> None:
         for fault in self.faults.clear_prefix(prefix):
-            self.node.get_logger().info(f"{fault.slot}: recovered ({fault.key})")
+            self._log_recovery(fault.slot, fault.key)
         self.publish()
 
     def publish(self) -> None:
@@ -115,10 +125,26 @@ def read_joint_state(
     """``(positions in model order, stamp seconds)`` of a JointState, or None after reporting why it is unusable
     on ``diagnostics`` (slot ``joint_states``, once per cause); a good message clears that slot."""
     try:
-        positions = mapper.positions(msg)
+        joints = mapper.read(msg)
     except InputError as exc:
         diagnostics.report("joint_states", cause_key(str(exc)), str(exc))
         return None
     if diagnostics.faults.active("joint_states") is not None:
         diagnostics.clear("joint_states")
-    return positions, stamp_to_seconds(msg.header.stamp)
+    return joints
+
+
+def gate_slot(diagnostics: Diagnostics, gate: RecoveryGate, slot: str, healthy: bool, now: float) -> bool:
+    """Hysteresis for a staleness slot: True when ``slot`` may be used. Its fault (reported by the caller while
+    it is bad) is cleared only once ``gate`` says the input has been good for long enough; until then the
+    fault stays on /diagnostics, saying how long the input must stay good."""
+    fault = diagnostics.faults.active(slot)
+    if gate.update(slot, healthy, now):
+        if fault is not None:
+            diagnostics.clear(slot)
+        return True
+    if healthy and fault is not None:
+        cause = fault.message.split(RECOVERING)[0]  # the cause stays named while the input recovers
+        diagnostics.report(slot, fault.key, f"{cause}{RECOVERING} {gate.recovery:g} s without a break "
+                           f"({gate.remaining(slot, now):.2f} s to go)", level=fault.level)
+    return False

@@ -94,6 +94,11 @@ class ExecutorNodeConfig:
     joint_states_topic: sensor_msgs/JointState of the robot (sensor-data QoS).
     max_joint_state_age: seconds; older joint states make the executor brake to a hold.
     max_future: seconds a joint state stamp may lie ahead of this node's clock.
+    joint_fault_margin: rad (gripper: its units); a joint state further than this outside
+        chunking.limits.position_min/max is a sensor fault: the executor brakes to a hold and says so.
+    input_recovery_time: seconds the joint states must stay fresh without a break after a staleness hold
+        before the executor moves again (hysteresis: a stream that keeps crossing max_joint_state_age holds
+        the arm instead of moving it in bursts).
     request_period: seconds between repeated chunk requests while the executor wants a chunk.
     topic_period: seconds between windows on the topic interface while the plan is unchanged; a changed plan
         (new chunk, stop, reset, activation, a mode change) goes at once; 0 = a window every control tick.
@@ -119,6 +124,8 @@ class ExecutorNodeConfig:
     joint_states_topic: str = "joint_states"
     max_joint_state_age: float = 0.1
     max_future: float = 0.05
+    joint_fault_margin: float = 0.2
+    input_recovery_time: float = 0.25
     request_period: float = 0.05
     topic_period: float = 0.05
     hold_without_controller: bool = True
@@ -138,6 +145,10 @@ class ExecutorNodeConfig:
         for name in ("max_joint_state_age", "request_period", "diagnostics_period"):
             require(getattr(self, name) > 0.0, name, f"must be > 0 s, got {getattr(self, name)}")
         require(self.max_future >= 0.0, "max_future", f"must be >= 0 s, got {self.max_future}")
+        require(math.isfinite(self.joint_fault_margin) and self.joint_fault_margin >= 0.0, "joint_fault_margin",
+                f"must be >= 0, got {self.joint_fault_margin}")
+        require(math.isfinite(self.input_recovery_time) and self.input_recovery_time >= 0.0, "input_recovery_time",
+                f"must be >= 0 s, got {self.input_recovery_time}")
         require(1 <= self.executor_threads <= 16, "executor_threads",
                 f"must be in [1, 16], got {self.executor_threads}")
         for name in ("path_tolerance", "goal_tolerance"):

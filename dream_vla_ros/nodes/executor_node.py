@@ -42,13 +42,15 @@ moved the arm away from), holds there, and follows chunks from observations take
 ``~/activate`` also clears a latched controller fault; it does not clear ``~/stop`` (an operator's stop is
 cleared by ``~/resume`` only).
 
-Holds: on stop (service or empty chunk), on starvation (no chunk in time: braking at the limits), and while a
-joint state is missing, invalid, stale or from the future, or a controller endpoint is missing (no subscriber,
-no action server); control restarts from the measured state once the cause is gone. Every cause is logged
-once and shown on /diagnostics. A controller fault (action: a goal rejected, aborted, or preempted by another
-client or a controller switch) makes the executor silent at once, the controller holding the arm, and
-reports the controller's error code and string on ``~/status`` and /diagnostics until ``~/activate`` or
-``~/resume``.
+Holds: on stop (service or empty chunk), on starvation (no chunk in time: braking at the limits; chunks are
+followed again once they cover ``chunking.starvation_recovery`` s ahead), and while a joint state is missing,
+invalid (docs/input_validation.md: e.g. outside the limits by more than ``joint_fault_margin``), stale or
+from the future, or a controller endpoint is missing (no subscriber, no action server); control restarts from
+the measured state once the cause is gone (after a staleness hold: once the joint states have been fresh for
+``input_recovery_time`` s). Every cause is logged once (throttled) and shown on /diagnostics. A controller
+fault (action: a goal rejected, aborted, or preempted by another client or a controller switch) makes the
+executor silent at once, the controller holding the arm, and reports the controller's error code and string
+on ``~/status`` and /diagnostics until ``~/activate`` or ``~/resume``.
 
 Lifecycle: with ``autostart`` (default) the node configures and activates itself; ``start_paused`` keeps it
 silent until ``~/activate``. Parameters are read at construction.
@@ -86,9 +88,9 @@ from dream_vla_ros.nodes.conversions import (
     seconds_to_stamp,
     trajectory_to_chunk,
 )
-from dream_vla_ros.nodes.diagnostics import Diagnostics, read_joint_state
+from dream_vla_ros.nodes.diagnostics import Diagnostics, gate_slot, read_joint_state
 from dream_vla_ros.nodes.executor_config import ExecutorNodeConfig
-from dream_vla_ros.nodes.health import RateMeter, cause_key
+from dream_vla_ros.nodes.health import RateMeter, RecoveryGate, cause_key
 from dream_vla_ros.nodes.inputs import FreshnessLimits, check_freshness
 from dream_vla_ros.nodes.polling import ClockTicker, PolledInputs
 
@@ -122,7 +124,11 @@ class ExecutorNode(LifecycleNode):
         self.executor_threads = config.executor_threads
         self.core = ChunkExecutor(config.chunking)
         self._lock = threading.Lock()
-        self._mapper = JointMapper(self.joint_names)
+        limits = config.chunking.limits.resolve(len(self.joint_names))
+        margin = config.joint_fault_margin
+        self._mapper = JointMapper(self.joint_names, bounds=(limits.position_min - margin,
+                                                             limits.position_max + margin))
+        self._recovery = RecoveryGate(config.input_recovery_time)
         self._limits = FreshnessLimits(1.0, config.max_joint_state_age, config.max_future, 1.0)
         self._joints: tuple[np.ndarray, float] | None = None
         self._hard_stop = False
@@ -285,8 +291,7 @@ class ExecutorNode(LifecycleNode):
         problems = check_freshness(now, {}, joints[1] if joints else None, self._limits)
         for problem in problems:
             self.diagnostics.report(problem.slot, problem.key, f"{problem.message}: holding", level="warn")
-        if not problems and self.diagnostics.faults.active("joint_states timing") is not None:
-            self.diagnostics.clear("joint_states timing")
+        gate_slot(self.diagnostics, self._recovery, "joint_states timing", not problems, now)
         if self.config.hold_without_controller:
             for controller, endpoint, connected in self._output.endpoints():
                 slot = f"controller {controller}"

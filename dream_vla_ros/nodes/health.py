@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
@@ -122,3 +123,68 @@ class RateMeter:
         if self._start is None or now - self.last > 2 * self._window:
             return 0.0
         return self.rate
+
+
+class RecoveryGate:
+    """Hysteresis for staleness holds: a slot that went bad counts as healthy again only after it has been
+    healthy for ``recovery`` seconds without a break, so an input that keeps crossing its limit (joint states
+    at 5 Hz against a 0.1 s age limit) holds the robot still instead of moving it in bursts.
+
+    A slot never seen bad is healthy at once. Times are the caller's clock (float seconds).
+    """
+
+    def __init__(self, recovery: float) -> None:
+        self.recovery = recovery
+        self._recovering: dict[str, float | None] = {}  # slot -> when it became healthy (None: still bad)
+
+    def update(self, slot: str, healthy: bool, now: float) -> bool:
+        """Feed the slot's state now; True when it may be used (healthy, and for long enough after a fault)."""
+        if not healthy:
+            self._recovering[slot] = None
+            return False
+        if slot not in self._recovering:
+            return True
+        since = self._recovering[slot]
+        if since is None:
+            self._recovering[slot] = since = now
+        if now - since >= self.recovery:
+            del self._recovering[slot]
+            return True
+        return False
+
+    def remaining(self, slot: str, now: float) -> float:
+        """Seconds of good input the slot still needs (0 when it is usable, ``recovery`` while bad)."""
+        if slot not in self._recovering:
+            return 0.0
+        since = self._recovering[slot]
+        return self.recovery if since is None else max(0.0, self.recovery - (now - since))
+
+
+class LogBudget:
+    """Throttles log lines per *line kind* (a slot and a cause, e.g. ``("goal", "empty goal")``): at most
+    ``burst`` lines of one kind within any ``period`` seconds. A different cause has its own budget, so only an
+    input flapping between the same states faster than that (a goal flood) is thinned out. A line refused is
+    counted; the next line of that kind allowed says how many were left out."""
+
+    def __init__(self, burst: int = 3, period: float = 1.0, clock=time.monotonic) -> None:
+        self._burst, self._period, self._clock = burst, period, clock
+        self._logged: dict[tuple[str, str], deque[float]] = {}  # kind -> times of its latest lines
+        self._skipped: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def take(self, slot: str, key: str) -> str | None:
+        """None when the line must be left out; else a suffix for it ('' or a count of lines left out)."""
+        kind = (slot, key)
+        with self._lock:
+            now = self._clock()
+            times = self._logged.get(kind)
+            if times is None:
+                if len(self._logged) > 1000:  # bounded memory whatever the causes' texts: start afresh
+                    self._logged.clear()
+                times = self._logged[kind] = deque(maxlen=self._burst)
+            if len(times) == self._burst and now - times[0] < self._period:
+                self._skipped[kind] = self._skipped.get(kind, 0) + 1
+                return None
+            times.append(now)
+            skipped = self._skipped.pop(kind, 0)
+            return f" ({skipped} more like this not logged)" if skipped else ""

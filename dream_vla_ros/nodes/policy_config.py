@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from dream_vla_ros.configuration import require
+from dream_vla_ros.nodes.conversions import CompressedLimits
 
 COMPRESSED_SUFFIX = "/compressed"
 
@@ -41,6 +42,10 @@ class PolicyNodeConfig:
     image_height: pixels every camera frame must have down (0 = any height).
     joint_names: robot joint names in the model's joint order (empty = the model's own names).
     strict_joint_names: reject joint states that also name joints the model does not use.
+    joint_fault_margin: rad (gripper: its units); a joint state further than this outside the joint envelope
+        the model was trained on is a sensor fault: no inference (the executor holds) and the cause is reported.
+        The default, a full turn, leaves the arm outside the envelope to the envelope clipping (envelope_margin)
+        and catches only readings no arm can have. Negative = off (also off for a model without an envelope).
     joint_states_topic: sensor_msgs/JointState topic (sensor-data QoS).
     goal_topic: std_msgs/String language goal (reliable, transient local); an empty goal means stop.
     chunk_request_topic: std_msgs/Header requests from the chunk executor (see executor_node).
@@ -48,6 +53,12 @@ class PolicyNodeConfig:
     max_joint_state_age: seconds; the same for the joint state.
     max_future: seconds a stamp may lie ahead of this node's clock (clock offset between machines).
     max_sync_skew: seconds the stamps of the frames and the joint state of one observation may spread.
+    input_recovery_time: seconds a camera or the joint state must stay fresh (and in sync) without a break
+        after a timing fault before it is used again (hysteresis against stop-and-go on a stream that keeps
+        crossing its age limit).
+    max_compressed_bytes: bytes; a larger CompressedImage is rejected without decoding it.
+    max_image_pixels: width x height a CompressedImage's PNG / JPEG header may declare; larger frames are
+        rejected before decoding (bounds the decode's memory and time: 1920x1200 JPEG ~ 10-50 ms on one core).
     max_goal_bytes: bytes; a longer goal is rejected (and stops the robot).
     request_timeout: seconds after which a request the executor stopped repeating is ignored; also the
         time after which a request still repeated is answered again (its chunk was lost).
@@ -81,6 +92,7 @@ class PolicyNodeConfig:
     image_height: int = 0
     joint_names: tuple[str, ...] = ()
     strict_joint_names: bool = False
+    joint_fault_margin: float = 6.28
     joint_states_topic: str = "joint_states"
     goal_topic: str = "goal"
     chunk_request_topic: str = "chunk_executor/chunk_request"
@@ -88,6 +100,9 @@ class PolicyNodeConfig:
     max_joint_state_age: float = 0.1
     max_future: float = 0.05
     max_sync_skew: float = 0.15
+    input_recovery_time: float = 0.25
+    max_compressed_bytes: int = 8 << 20
+    max_image_pixels: int = 1920 * 1200
     max_goal_bytes: int = 1024
     request_timeout: float = 1.0
     diagnostics_period: float = 1.0
@@ -109,6 +124,10 @@ class PolicyNodeConfig:
                      "diagnostics_period"):
             require(getattr(self, name) > 0.0, name, f"must be > 0 s, got {getattr(self, name)}")
         require(self.max_future >= 0.0, "max_future", f"must be >= 0 s, got {self.max_future}")
+        require(self.input_recovery_time >= 0.0, "input_recovery_time",
+                f"must be >= 0 s, got {self.input_recovery_time}")
+        for name in ("max_compressed_bytes", "max_image_pixels"):
+            require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
         require(self.max_goal_bytes >= 1, "max_goal_bytes", f"must be >= 1, got {self.max_goal_bytes}")
         for name in ("added_delay", "added_delay_jitter"):
             value = getattr(self, name)
@@ -118,6 +137,10 @@ class PolicyNodeConfig:
     def expected_image_size(self) -> tuple[int, int] | None:
         """(width, height) every frame must have, or None when either is 0 (any size)."""
         return (self.image_width, self.image_height) if self.image_width and self.image_height else None
+
+    @property
+    def compressed_limits(self) -> CompressedLimits:
+        return CompressedLimits(self.max_compressed_bytes, self.max_image_pixels)
 
     def engine_settings(self) -> dict[str, object]:
         """Keyword settings for ``load_engine`` (only those that differ from the backend defaults)."""

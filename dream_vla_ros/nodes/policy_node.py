@@ -22,8 +22,15 @@ configure fail with the cause logged and on /diagnostics; the process stays up),
 and image size against the model, warms up and subscribes; *activate* starts answering requests;
 *deactivate* stops; *cleanup* drops the engine. With ``autostart`` the node configures and activates itself.
 
-Inference runs on one worker thread; callbacks never wait for the model. A request that arrives while
-inference is running is dropped (the executor repeats requests while it wants a chunk).
+Inputs are checked by the shared contract (docs/input_validation.md, ``conversions.py``); a rejected input
+blocks inference (so the executor holds), is named once on /diagnostics (cleared when the input is good
+again) and in a throttled log line. Compressed frames are bounded by their encoded size and the size their
+header declares before a decoder thread decodes the newest one; only decoded frames are used, and their
+stamps are what freshness is judged on. After a timing fault an input must stay fresh for
+``input_recovery_time`` s before it is used again.
+
+Inference runs on one worker thread; callbacks never wait for the model or a decode. A request that arrives
+while inference is running is dropped (the executor repeats requests while it wants a chunk).
 """
 
 from __future__ import annotations
@@ -50,15 +57,16 @@ from dream_vla_ros.errors import ConfigError, DreamVlaError, InputError
 from dream_vla_ros.nodes import params, qos
 from dream_vla_ros.nodes.conversions import (
     JointMapper,
+    check_compressed,
     check_goal,
     check_image,
+    checked_stamp,
     compressed_to_rgb,
     image_to_rgb,
     prediction_to_trajectory,
-    stamp_to_seconds,
 )
-from dream_vla_ros.nodes.diagnostics import Diagnostics, read_joint_state
-from dream_vla_ros.nodes.health import RateMeter, cause_key
+from dream_vla_ros.nodes.diagnostics import Diagnostics, gate_slot, read_joint_state
+from dream_vla_ros.nodes.health import RateMeter, RecoveryGate, cause_key
 from dream_vla_ros.nodes.inputs import FreshnessLimits, check_freshness, timing_slots
 from dream_vla_ros.nodes.policy_config import PolicyNodeConfig, is_compressed_topic
 from dream_vla_ros.nodes.polling import PolledInputs, PolledSubscription
@@ -77,6 +85,7 @@ class Frame:
     compressed: bool
     error: str = ""  # why the frame cannot be used ("" = not known to be bad)
     used: bool = False
+    rgb: np.ndarray | None = None  # the decoded pixels of a compressed frame
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,8 @@ class PolicyNode(LifecycleNode):
         self._goal = ""
         self._goal_epoch = 0
         self._frames: dict[str, Frame] = {}
+        self._undecoded: dict[str, Frame] = {}  # the newest compressed frame per camera, waiting for the decoder
+        self._recovery = RecoveryGate(0.0)
         self._joints: tuple[np.ndarray, float] | None = None
         self._request: tuple[str, float] | None = None
         self._served: tuple[str, float] = ("", 0.0)  # request answered last, and when
@@ -130,6 +141,7 @@ class PolicyNode(LifecycleNode):
         self._worker = SingleWorker(self._infer, self._on_worker_crash, name="inference")
         self._closing = threading.Event()
         self._delay_rng = random.Random(0)  # added_delay_jitter draws
+        self._decoder = SingleWorker(self._decode_pending, self._on_worker_crash, name="decode")
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def _now(self) -> float:
@@ -147,6 +159,7 @@ class PolicyNode(LifecycleNode):
 
     def close(self) -> None:
         self._closing.set()
+        self._decoder.close(timeout=2.0)
         self._worker.close(timeout=2.0)
         self._polled.close()
         if self._profile is not None:
@@ -180,9 +193,16 @@ class PolicyNode(LifecycleNode):
         with self._lock:
             self.config, self.engine, self._robot_joints = config, engine, robot_joints
             self._cameras = engine.metadata.cameras
-            self._mapper = JointMapper(robot_joints, strict=config.strict_joint_names)
+            envelope = engine.metadata.envelope
+            bounds = None
+            if envelope.position_min and config.joint_fault_margin >= 0.0:
+                margin = config.joint_fault_margin
+                bounds = (np.asarray(envelope.position_min) - margin, np.asarray(envelope.position_max) + margin)
+            self._mapper = JointMapper(robot_joints, strict=config.strict_joint_names, bounds=bounds)
             self._limits = FreshnessLimits(config.max_image_age, config.max_joint_state_age, config.max_future,
                                            config.max_sync_skew)
+            self._recovery = RecoveryGate(config.input_recovery_time)
+            self._undecoded = {}
             self._frames, self._joints, self._request, self._served = {}, None, None, ("", 0.0)
         if config.profile_path:
             self._profile = open(config.profile_path, "a", buffering=1)  # noqa: SIM115 - closed in cleanup/close
@@ -279,7 +299,7 @@ class PolicyNode(LifecycleNode):
             self._joint_input = None
         with self._lock:
             self.config, self.engine, self._mapper = None, None, None
-            self._frames, self._joints, self._request = {}, None, None
+            self._frames, self._joints, self._request, self._undecoded = {}, None, None, {}
         if self._profile is not None:
             self._profile.close()
             self._profile = None
@@ -287,6 +307,7 @@ class PolicyNode(LifecycleNode):
     # -- inputs ----------------------------------------------------------------------------------------------
     def _image_callback(self, camera: str, compressed: bool):
         slot = f"camera {camera}"
+        name = f"camera {camera!r}"
 
         def on_image(msg) -> None:
             now = self._now()
@@ -295,30 +316,23 @@ class PolicyNode(LifecycleNode):
             if config is None:
                 return
             self._counts["frames_received"] += 1
-            error = ""
+            stamp = 0.0
             try:
-                if compressed:
-                    if len(msg.data) == 0:
-                        raise InputError(f"camera {camera!r}: compressed image without data")
+                stamp = checked_stamp(msg.header.stamp, name)
+                if compressed:  # bounded before any decoding; the decoder thread decodes the newest one
+                    check_compressed(msg, name, config.expected_image_size, config.compressed_limits)
                 else:
-                    check_image(msg, f"camera {camera!r}", config.expected_image_size)
+                    check_image(msg, name, config.expected_image_size)
             except InputError as exc:
-                error = str(exc)
-                self._counts["frames_rejected"] += 1
-            # The newest frame counts, good or bad: a bad one blocks inference until a good one replaces it.
-            frame = Frame(msg, stamp_to_seconds(msg.header.stamp), now, compressed, error)
-            with self._lock:
-                previous = self._frames.get(camera)
-                self._frames[camera] = frame
-            if previous is not None and not previous.used and not previous.error:
-                self._counts["frames_dropped"] += 1
-            if error:
-                self.diagnostics.report(slot, cause_key(error), error)
+                self._keep(camera, Frame(msg, stamp, now, compressed, str(exc)))
                 return
-            if not compressed and self.diagnostics.faults.active(slot) is not None:
-                self.diagnostics.clear(slot)  # compressed frames are cleared once one decodes
-            if camera == self._cameras[0]:
-                self._maybe_infer(now)  # a request may be waiting for a new frame
+            frame = Frame(msg, stamp, now, compressed)
+            if compressed:
+                with self._lock:
+                    self._undecoded[camera] = frame
+                self._decoder.submit(camera)  # if busy, the running decode loop takes this frame next
+                return
+            self._keep(camera, frame)
 
         return on_image
 
@@ -328,6 +342,40 @@ class PolicyNode(LifecycleNode):
         msg = polled.take_newest() if polled is not None else None
         if msg is not None:
             self._on_joint_state(msg)
+
+    def _keep(self, camera: str, frame: Frame) -> None:
+        """Make ``frame`` the newest of ``camera``. The newest frame counts, good or bad: a bad one blocks
+        inference (reported now) until a good one replaces it (which clears the report)."""
+        slot = f"camera {camera}"
+        with self._lock:
+            previous = self._frames.get(camera)
+            self._frames[camera] = frame
+        if previous is not None and not previous.used and not previous.error:
+            self._counts["frames_dropped"] += 1
+        if frame.error:
+            self._counts["frames_rejected"] += 1
+            self.diagnostics.report(slot, cause_key(frame.error), frame.error)
+            return
+        if self.diagnostics.faults.active(slot) is not None:
+            self.diagnostics.clear(slot)
+        if camera == self._cameras[0]:
+            self._maybe_infer(self._now())  # a request may be waiting for a new frame
+
+    def _decode_pending(self, _camera: str) -> None:
+        """Decoder thread: decode the newest undecoded frame of each camera until none is left."""
+        while True:
+            with self._lock:
+                config = self.config
+                if not self._undecoded or config is None:
+                    return
+                camera = next(iter(self._undecoded))
+                frame = self._undecoded.pop(camera)
+            try:
+                frame.rgb = compressed_to_rgb(frame.msg, f"camera {camera!r}", config.expected_image_size,
+                                              config.compressed_limits)
+            except InputError as exc:
+                frame.error = str(exc)
+            self._keep(camera, frame)
 
     def _on_joint_state(self, msg: JointState) -> None:
         now = self._now()
@@ -358,8 +406,8 @@ class PolicyNode(LifecycleNode):
             self._publish_stop()
         else:
             self.diagnostics.clear("goal")
-            if changed:
-                self.get_logger().info(f"goal: {goal[:200]!r}")
+            if changed:  # throttled: a goal flood must not flood the log (/diagnostics shows the current goal)
+                self.get_logger().info(f"goal: {goal[:200]!r}", throttle_duration_sec=1.0)
 
     def _on_request(self, msg: Header) -> None:
         now = self._now()
@@ -417,16 +465,17 @@ class PolicyNode(LifecycleNode):
         for problem in problems:
             self.diagnostics.report(problem.slot, problem.key, problem.message, level="warn")
         bad = {p.slot for p in problems}
-        for slot in timing_slots(tuple(frames)):
-            if slot not in bad and self.diagnostics.faults.active(slot) is not None:
-                self.diagnostics.clear(slot)
-        return not problems
+        usable = [gate_slot(self.diagnostics, self._recovery, slot, slot not in bad, now)
+                  for slot in timing_slots(tuple(frames))]
+        return all(usable)
 
     def _convert(self, camera: str, frame: Frame) -> np.ndarray:
         expected = self.config.expected_image_size if self.config else None
         name = f"camera {camera!r}"
         if frame.compressed:
-            return compressed_to_rgb(frame.msg, name, expected)
+            if frame.rgb is None:
+                raise InputError(f"{name}: compressed frame not decoded")
+            return frame.rgb
         return image_to_rgb(frame.msg, name, expected)
 
     def _infer(self, job: Job) -> None:
@@ -445,8 +494,6 @@ class PolicyNode(LifecycleNode):
                 frame.error = str(exc)
                 self.diagnostics.report(f"camera {camera}", cause_key(str(exc)), str(exc))
                 return
-            if frame.compressed and self.diagnostics.faults.active(f"camera {camera}") is not None:
-                self.diagnostics.clear(f"camera {camera}")
         observation = Observation(images=images, proprio=job.proprio, instruction=job.goal, stamp=job.stamp)
         t1 = time.perf_counter()
         self._counts["inferences"] += 1

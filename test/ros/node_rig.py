@@ -198,16 +198,18 @@ class Rig:
         self.joint_producer = self.good_joints()
 
     def _feed(self) -> None:
+        """Publish what every producer makes of this tick's stamp (a producer may return None: nothing)."""
         stamp = self.node.get_clock().now().to_msg()
         for camera, producer in self.image_producers.items():
-            if producer is not None:
-                msg = producer(stamp)
+            msg = producer(stamp) if producer is not None else None
+            if msg is not None:
                 if camera == "main":
                     self.published_stamps.append(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
                     del self.published_stamps[:-500]
                 self.image_pubs[camera].publish(msg)
-        if self.joint_producer is not None:
-            self.joint_pub.publish(self.joint_producer(stamp))
+        msg = self.joint_producer(stamp) if self.joint_producer is not None else None
+        if msg is not None:
+            self.joint_pub.publish(msg)
 
     def _request(self) -> None:
         from std_msgs.msg import Header
