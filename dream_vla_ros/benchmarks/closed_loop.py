@@ -3,7 +3,7 @@
 The graph starts the way evaluation starts it (:class:`~dream_vla_ros.train.evaluation.RosSession`: the
 ``sim_arm`` config's processes in a private domain, the shipped model by default); the benchmark then runs
 seeded episodes back to back, each with its instruction as the goal, while it samples the processes' CPU
-time and memory (:mod:`dream_vla_ros.benchmarks.process_stats`) and reads each node's /diagnostics counters.
+time and memory (:mod:`dream_vla_ros.process_stats`) and reads each node's /diagnostics counters.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from dream_vla_ros.benchmarks.process_stats import Sample, sample_all
+from dream_vla_ros.process_stats import Sample, sample_all
 
 NODES = ("sim_arm", "policy_node", "chunk_executor")
 DEFAULT_MODEL = "metaworld_mt10"

@@ -14,7 +14,7 @@ import argparse
 from typing import Any
 
 from dream_vla_ros.benchmarks.closed_loop import add_graph_arguments, counter_change, run_graph, session_overrides
-from dream_vla_ros.benchmarks.process_stats import cpu_percent
+from dream_vla_ros.process_stats import cpu_percent
 
 WARMUP_S = 5.0
 KEYS = {"chunk_executor": "executor_cpu_percent", "policy_node": "policy_cpu_percent", "sim_arm": "sim_cpu_percent"}

@@ -37,7 +37,7 @@ from dream_vla_ros.benchmarks.closed_loop import (
     run_graph,
     session_overrides,
 )
-from dream_vla_ros.benchmarks.process_stats import growth_percent
+from dream_vla_ros.process_stats import growth_percent
 
 SIM_TOPIC = "/sim/joint_states"
 RELAY_RATE = 500.0

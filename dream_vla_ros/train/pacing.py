@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dream_vla_ros.configuration import require
+from dream_vla_ros.process_stats import sample
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 AUTO = 0.0  # real_time_factor value that asks for automatic pacing
@@ -161,17 +162,7 @@ def _floor(factor: float) -> float:
     return max(0.01, math.floor(factor * 100.0 + 1e-9) / 100.0)
 
 
-# -- measuring, from /proc (Linux) ---------------------------------------------------------------------------
-def process_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of process ``pid`` (all its threads), or None if it is gone or unreadable."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2:].split()  # the command name may hold spaces and parentheses
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
+# -- measuring, from /proc (Linux; process CPU through dream_vla_ros.process_stats) ---------------------------
 def host_busy_seconds() -> float | None:
     """CPU seconds the whole host spent busy since boot, nice'd processes excluded (None without /proc)."""
     try:
@@ -194,12 +185,12 @@ class LoadMeter:
     def _read(self) -> tuple[float, float, float, float] | None:
         import time
 
-        graph = [process_cpu_seconds(pid) for pid in self.graph_pids]
-        sim = process_cpu_seconds(self.sim_pid) if self.sim_pid is not None else 0.0
+        graph = [sample(pid) for pid in self.graph_pids]
         host = host_busy_seconds()
-        if host is None or sim is None or any(v is None for v in graph):
+        if host is None or any(not s.rss_kb for s in graph):  # no /proc, or a process has ended
             return None
-        return time.monotonic(), sum(graph), sim, host
+        sim = sum(s.cpu_seconds for pid, s in zip(self.graph_pids, graph, strict=True) if pid == self.sim_pid)
+        return time.monotonic(), sum(s.cpu_seconds for s in graph), sim, host
 
     def begin(self) -> None:
         self._start = self._read()

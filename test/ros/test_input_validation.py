@@ -20,7 +20,7 @@ import pytest
 from node_rig import HOME, ROBOT_JOINTS, Rig, executor_params, make_model, policy_params, start_node, write_params
 from test_faults import BOTH, GRACE, Case, check_case, compressed, encoded, restore, running, set_image, set_joints
 
-from dream_vla_ros.benchmarks.process_stats import sample
+from dream_vla_ros.process_stats import sample
 
 pytestmark = pytest.mark.ros
 

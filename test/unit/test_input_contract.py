@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 
 cv2 = pytest.importorskip("cv2")
 
-from dream_vla_ros.benchmarks.process_stats import Sample, cpu_percent, growth_percent, sample  # noqa: E402
 from dream_vla_ros.chunking import ActionChunk, ChunkExecutor, ExecutorConfig, JointLimits  # noqa: E402
 from dream_vla_ros.errors import ConfigError, InputError  # noqa: E402
 from dream_vla_ros.nodes import conversions as cv  # noqa: E402
 from dream_vla_ros.nodes.health import LogBudget, RecoveryGate  # noqa: E402
+from dream_vla_ros.process_stats import Sample, cpu_percent, growth_percent, sample  # noqa: E402
 
 
 def stamp(sec: int, nanosec: int):

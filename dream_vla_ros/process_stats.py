@@ -1,4 +1,5 @@
-"""CPU time and resident memory of named processes (and their children), for benchmarks of the node graph.
+"""CPU time and resident memory of named processes (and their children): benchmarks of the node graph and
+the evaluation's pacing (ROS-free).
 
 Read from ``/proc/<pid>/stat`` (utime + stime of every thread, in clock ticks) and ``/proc/<pid>/status``
 (VmRSS), so it needs no extra package; when ``psutil`` is installed it is used instead (the same figures, and
