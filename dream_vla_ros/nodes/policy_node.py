@@ -5,7 +5,8 @@ Interfaces (names relative to the node's namespace; ``~`` = the node's name):
 - subscribes ``camera_topics`` (sensor_msgs/Image rgb8/bgr8/mono8, or CompressedImage on ``.../compressed``)
   and ``joint_states_topic`` (sensor_msgs/JointState) with best-effort keep-last-1 QoS: only the newest frame
   per camera and the newest joint state are kept;
-- subscribes ``goal_topic`` (std_msgs/String, reliable + transient local); an empty goal means stop;
+- subscribes ``goal_topic`` (std_msgs/String, reliable + transient local, and reliable + volatile for
+  publishers that do not latch, e.g. ``ros2 topic pub``); an empty goal means stop;
 - subscribes ``chunk_request_topic`` (std_msgs/Header, from the chunk executor): each request (frame_id) is
   answered by one chunk, only when the inputs are fresh, and again only if the executor still repeats it
   ``request_timeout`` s later (the chunk was lost);
@@ -27,6 +28,7 @@ inference is running is dropped (the executor repeats requests while it wants a 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import threading
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import TransitionCallbackReturn
 from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -62,6 +65,7 @@ from dream_vla_ros.nodes.worker import SingleWorker
 from dream_vla_ros.policy.envelope import confine
 
 NODE_NAME = "policy_node"
+LIVE_PARAMETERS = ("halting_k_max", "halting_delta")  # applied to the running engine when set
 
 
 @dataclass
@@ -121,6 +125,7 @@ class PolicyNode(LifecycleNode):
         self.create_service(Trigger, "~/stop", self._on_stop)
         self.create_service(Trigger, "~/resume", self._on_resume)
         self._worker = SingleWorker(self._infer, self._on_worker_crash, name="inference")
+        self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def _now(self) -> float:
@@ -211,6 +216,7 @@ class PolicyNode(LifecycleNode):
         self._inputs += [
             self.create_subscription(JointState, config.joint_states_topic, self._on_joint_state, qos.SENSOR),
             self.create_subscription(String, config.goal_topic, self._on_goal, qos.GOAL),
+            self.create_subscription(String, config.goal_topic, self._on_goal, qos.GOAL_VOLATILE),
             self.create_subscription(Header, config.chunk_request_topic, self._on_request, qos.REQUEST),
         ]
 
@@ -257,6 +263,29 @@ class PolicyNode(LifecycleNode):
         if self._profile is not None:
             self._profile.close()
             self._profile = None
+
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        """``halting_k_max`` / ``halting_delta`` set while configured apply to the next chunk (``ros2 param set``);
+        every other parameter, and these while unconfigured, at the next configure."""
+        live = {p.name: p.value for p in parameters if p.name in LIVE_PARAMETERS}
+        with self._lock:
+            config, engine = self.config, self.engine
+        if not live or config is None or engine is None:
+            return SetParametersResult(successful=True)
+        set_halting = getattr(engine, "set_halting", None)
+        if set_halting is None:
+            return SetParametersResult(successful=False,
+                                       reason=f"backend {engine.name!r} cannot change halting while configured")
+        try:
+            config = dataclasses.replace(config, **live)
+        except (DreamVlaError, TypeError) as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        set_halting(config.halting_k_max, config.halting_delta)
+        with self._lock:
+            self.config = config
+        self.get_logger().info(f"halting: k_max {config.halting_k_max}, delta {config.halting_delta:g} "
+                               "(0 / negative = the model's default)")
+        return SetParametersResult(successful=True)
 
     # -- inputs ----------------------------------------------------------------------------------------------
     def _image_callback(self, camera: str, compressed: bool):
