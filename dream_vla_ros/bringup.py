@@ -9,12 +9,14 @@ rclpy runs), so both start the same graph with the same parameters.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dream_vla_ros.configuration import ROS_PARAMETERS_KEY, read_yaml
+from dream_vla_ros.configuration import ROS_PARAMETERS_KEY, read_yaml, write_params_file
 from dream_vla_ros.errors import ConfigError
 from dream_vla_ros.paths import config_dir, resolve_config
 
@@ -126,3 +128,27 @@ def describe(
     if not nodes:
         raise ConfigError(f"{path}: no nodes to start")
     return Bringup(path, tuple(nodes), dds_environment())
+
+
+def scoped(bringup: Bringup, directory: str | Path | None = None) -> Bringup:
+    """``bringup`` with the params file of every namespaced node rewritten so that its sections reach it.
+
+    A params file names nodes by fully qualified name: a ``policy_node:`` section is ``/policy_node`` and misses
+    ``/arm/policy_node``. The rewritten file (in ``directory``, default a new temporary one) keys each node
+    section ``/**/<name>`` (that name in any namespace); without namespaces ``bringup`` is returned as it is.
+    """
+    if not any(node.namespace and node.params_file for node in bringup.nodes):
+        return bringup
+    folder = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="dream_vla_scoped_"))
+    written: dict[Path, Path] = {}
+    nodes = []
+    for node in bringup.nodes:
+        if node.namespace and node.params_file is not None:
+            if node.params_file not in written:
+                document = {(key if key.startswith("/") else f"/**/{key}"): section
+                            for key, section in read_yaml(node.params_file).items()}
+                target = folder / f"{len(written)}_{node.params_file.stem}.yaml"
+                written[node.params_file] = write_params_file(target, document)
+            node = dataclasses.replace(node, params_file=written[node.params_file])
+        nodes.append(node)
+    return dataclasses.replace(bringup, nodes=tuple(nodes))

@@ -8,6 +8,9 @@
 #   importable; set DREAM_VLA_TORCH to another spec, or to "skip" to never touch torch.
 # - Headless rendering for the simulated arm needs Mesa EGL; it is installed with apt-get when missing and
 #   this script may (root, or passwordless sudo), else it says what to install.
+# - With the "interfaces" extra (make venv-test) and ../shared/ros2_python present: the ROS 2 launch/CLI
+#   tooling (`ros2 launch`, `ros2 topic`, ...) from there, and the package's share directory in the venv
+#   (test/ros_tooling.py); robots and machines with ROS installed have their own.
 # - A second run with the same inputs is a no-op (a stamp file records what was installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +21,8 @@ TORCH_SPEC="${DREAM_VLA_TORCH:-torch==2.13.0}"
 say() { printf '[setup] %s\n' "$*"; }
 
 stamp_file="$VENV/.installed-$(echo "$EXTRAS" | tr ',' '-')"
-stamp_value="$(cat setup.py scripts/setup_venv.sh | sha256sum | cut -c1-16)-$TORCH_SPEC"
+stamp_value="$(cat setup.py scripts/setup_venv.sh test/ros_tooling.py test/control_msgs_build.py | sha256sum |
+  cut -c1-16)-$TORCH_SPEC-$([ -d ../shared/ros2_python ] && echo ros2-tooling)"
 if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp_value" ] && [ -x "$VENV/bin/python" ]; then
   exit 0
 fi
@@ -51,5 +55,10 @@ if [ "$TORCH_SPEC" != skip ] && ! "$VENV/bin/python" -c 'import torch' 2>/dev/nu
 fi
 say "installing dream_vla_ros[$EXTRAS] (editable)"
 "${PIP[@]}" -e ".[$EXTRAS]"
+if [[ ",$EXTRAS," == *",interfaces,"* ]] && [ -d ../shared/ros2_python ]; then
+  say "installing the ROS 2 launch/CLI tooling from ../shared/ros2_python"
+  "$VENV/bin/python" test/ros_tooling.py ||
+    say "WARNING: the ROS 2 tooling was not installed; the launch/CLI tests will skip with the reason"
+fi
 echo "$stamp_value" >"$stamp_file"
 say "ready: $VENV"

@@ -35,6 +35,20 @@ def ros():
         bed.close()
 
 
+@pytest.fixture(scope="session")
+def ros2_tooling():
+    """The ``ros2`` command for CLI and launch tests (``test/ros_tooling.py``): installed into this venv from
+    ``../shared/ros2_python`` when that folder exists, else the system's; skips with the reason otherwise."""
+    if not _rclpy_available():
+        pytest.skip("rclpy is not installed (install the 'ros' extra or source ROS 2)")
+    import ros_tooling
+
+    try:
+        return ros_tooling.find()
+    except ros_tooling.ToolingUnavailableError as exc:
+        pytest.skip(f"no ros2 command: {exc}")
+
+
 @pytest.fixture
 def one_torch_thread():
     """torch at one intra-op thread for the test, restored afterwards (``pytest.mark.usefixtures``)."""

@@ -129,7 +129,27 @@ def _run(argv: list[str], env: dict[str, str], log: Path) -> None:
         code = subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
     if code != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
-        raise RuntimeError(f"control_msgs build step failed ({argv[0]} {argv[1]} ...): exit {code}\n{tail}")
+        raise RuntimeError(f"interface package build step failed ({argv[0]} {argv[1]} ...): exit {code}\n{tail}")
+
+
+def build_package(source: Path, build: Path, prefix: Path) -> None:
+    """Configure, build and install the interface package at ``source`` into ``prefix`` against this venv's ROS
+    wheels; objects go to ``build`` (removed afterwards, ~100 MB), the log to ``build.parent / "build.log"``."""
+    fix_wheel_cmake_paths()
+    venv = sys.prefix
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["AMENT_PREFIX_PATH"] = venv
+    env["CMAKE_PREFIX_PATH"] = venv
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    log = build.parent / "build.log"
+    _run(["cmake", "-S", str(source), "-B", str(build), "-G", "Ninja",
+          f"-DCMAKE_PREFIX_PATH={venv}", f"-DCMAKE_INSTALL_PREFIX={prefix}",
+          f"-DPython3_EXECUTABLE={sys.executable}", "-DBUILD_TESTING=OFF", "-DCMAKE_BUILD_TYPE=Release",
+          f"-DCMAKE_INSTALL_RPATH={prefix / 'lib'}", "-DCMAKE_INSTALL_RPATH_USE_LINK_PATH=ON"], env, log)
+    jobs = str(max(1, min(2, os.cpu_count() or 1)))
+    _run(["cmake", "--build", str(build), "--parallel", jobs], env, log)
+    _run(["cmake", "--install", str(build)], env, log)
+    shutil.rmtree(build, ignore_errors=True)
 
 
 def ensure_built(cache: Path = CACHE) -> Built:
@@ -149,24 +169,10 @@ def ensure_built(cache: Path = CACHE) -> Built:
         started = time.monotonic()
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
-        fix_wheel_cmake_paths()
-        venv = sys.prefix
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        env["AMENT_PREFIX_PATH"] = venv
-        env["CMAKE_PREFIX_PATH"] = venv
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        log = root / "build.log"
-        _run(["cmake", "-S", str(PACKAGE), "-B", str(root / "build"), "-G", "Ninja",
-              f"-DCMAKE_PREFIX_PATH={venv}", f"-DCMAKE_INSTALL_PREFIX={prefix}",
-              f"-DPython3_EXECUTABLE={sys.executable}", "-DBUILD_TESTING=OFF", "-DCMAKE_BUILD_TYPE=Release",
-              f"-DCMAKE_INSTALL_RPATH={prefix / 'lib'}", "-DCMAKE_INSTALL_RPATH_USE_LINK_PATH=ON"], env, log)
-        jobs = str(max(1, min(2, os.cpu_count() or 1)))
-        _run(["cmake", "--build", str(root / "build"), "--parallel", jobs], env, log)
-        _run(["cmake", "--install", str(root / "build")], env, log)
+        build_package(PACKAGE, root / "build", prefix)
         python_dir = _python_dir(prefix)
         if python_dir is None:
             raise RuntimeError(f"control_msgs built, but no Python package was installed under {prefix}")
-        shutil.rmtree(root / "build", ignore_errors=True)  # ~100 MB of objects; the install is what is used
         seconds = time.monotonic() - started
         (root / "ok").write_text(f"{seconds:.1f}\n")
         return Built(prefix, python_dir, seconds, False)

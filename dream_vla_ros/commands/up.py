@@ -67,7 +67,7 @@ def _interrupt(_signum: int, _frame: object) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from dream_vla_ros.bringup import describe
+    from dream_vla_ros.bringup import describe, scoped
     from dream_vla_ros.process_group import ProcessGroup, node_argv, start_bringup
 
     bringup = describe(
@@ -83,6 +83,7 @@ def main(args: argparse.Namespace) -> int:
         from dream_vla_ros.nodes.composed import compose
 
         bringup = compose(bringup, tempfile.mkdtemp(prefix="dream_vla_up_"))
+    bringup = scoped(bringup)
     if args.dry_run:
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in bringup.environment.items())
         for node in bringup.nodes:

@@ -148,9 +148,13 @@ class HostEngine(NamedEngine):
         """Set ``config``, ``pipeline``, ``halting`` (with the node-level overrides), ``seed`` and ``_metadata``."""
         self.config = config
         self.pipeline = HostPipeline(config)
-        self.halting = override_halting(config.halting, halting_k_max, halting_delta)
+        self.set_halting(halting_k_max, halting_delta)
         self.seed = seed
         self._metadata = ModelMetadata.from_model_config(config)
+
+    def set_halting(self, k_max: int = 0, delta: float = -1.0) -> None:
+        """Halting overrides for the chunks from now on (0 / negative = the model's default; safe while running)."""
+        self.halting = override_halting(self.config.halting, k_max, delta)
 
     def decode(self, inputs, seeds: Sequence[int] | None = None, halting: HaltingConfig | None = None,
                check_every: int | None = None) -> Decoded:

@@ -65,7 +65,7 @@ class TorchEngine(NamedEngine):
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
         self._policy = TorchPolicy.from_checkpoint(model_dir, device=device, seed=seed)
-        self._policy.halting = override_halting(self._policy.halting, halting_k_max, halting_delta)
+        self.set_halting(halting_k_max, halting_delta)
         self._precision = precision
         self._metadata = ModelMetadata.from_model_config(self._policy.config)
         self._graphs = None
@@ -76,6 +76,11 @@ class TorchEngine(NamedEngine):
             self._graphs = CudaGraphDecoder(self._policy, precision)
             self._host = HostPipeline(self._policy.config)
             self._name += " cuda-graphs"
+
+    def set_halting(self, k_max: int = 0, delta: float = -1.0) -> None:
+        """Halting overrides for the chunks from now on (0 / negative = the checkpoint's default; safe while
+        running)."""
+        self._policy.halting = override_halting(self._policy.config.halting, k_max, delta)
 
     def infer(self, observation: Observation) -> ChunkPrediction:
         policy = self._policy

@@ -6,8 +6,8 @@ inference runs on the policy node's worker thread). A ``__node:=`` remap on the
 command line is ignored, since it would give both nodes one name.
 
 :func:`compose` turns a bringup description with both nodes into one with a single ``composed`` process and
-a params file that holds each node's section plus its overrides (used by ``up --composed`` and the
-``composed:=true`` launch argument).
+a params file that holds each node's section plus its overrides, and ``use_sim_time`` for both (used by
+``up --composed`` and the ``composed:=true`` launch argument).
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ def compose(bringup: Bringup, directory: str | Path | None = None) -> Bringup:
     if {n.executable for n in pair} != {POLICY, EXECUTOR}:
         raise ConfigError(f"{bringup.config_file}: composing needs both a {POLICY} and a {EXECUTOR} section")
     data = read_yaml(bringup.config_file)
-    document: dict[str, Any] = {k: v for k, v in data.items() if k == "/**"}
-    shared: dict[str, Any] = {}
+    # use_sim_time goes to the `/**` section: it reaches both nodes whatever the composed process is called.
+    shared = dict((data.get("/**") or {}).get(ROS_PARAMETERS_KEY) or {})
+    document: dict[str, Any] = {"/**": {ROS_PARAMETERS_KEY: shared}}
     for node in pair:
         section = dict(data.get(node.name, {}).get(ROS_PARAMETERS_KEY) or {})
         overrides = {k: v for k, v in node.parameters.items() if k != "use_sim_time"}
@@ -49,7 +50,7 @@ def compose(bringup: Bringup, directory: str | Path | None = None) -> Bringup:
     folder = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="dream_vla_composed_"))
     path = folder / f"{bringup.config_file.stem}_composed.yaml"
     write_params_file(path, document)
-    composed = NodeSpec(COMPOSED, COMPOSED, pair[0].namespace, path, shared)
+    composed = NodeSpec(COMPOSED, COMPOSED, pair[0].namespace, path)
     others = tuple(n for n in bringup.nodes if n not in pair)
     return dataclasses.replace(bringup, nodes=(composed, *others))
 

@@ -14,7 +14,8 @@ COMPRESSED_SUFFIX = "/compressed"
 
 @dataclass(frozen=True)
 class PolicyNodeConfig:
-    """Policy node parameters (read when the node is configured).
+    """Policy node parameters (read when the node is configured; ``halting_k_max`` and ``halting_delta`` set
+    while it is configured, e.g. with ``ros2 param set``, apply from the next chunk on).
 
     model: model directory (config.json + weights) or the name of a shipped model; required.
     backend: inference backend: torch (onnxruntime, tensorrt once installed), or package.module:factory.

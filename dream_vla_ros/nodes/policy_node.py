@@ -6,7 +6,8 @@ Interfaces (names relative to the node's namespace; ``~`` = the node's name):
   and ``joint_states_topic`` (sensor_msgs/JointState) with best-effort keep-last-1 QoS: only the newest frame
   per camera and the newest joint state are kept (joint states are read when an observation is made, from a
   polled subscription on the helper node ``<name>_inputs``: a 500 Hz stream wakes nothing; ``polling.py``);
-- subscribes ``goal_topic`` (std_msgs/String, reliable + transient local); an empty goal means stop;
+- subscribes ``goal_topic`` (std_msgs/String, reliable + transient local, and reliable + volatile for
+  publishers that do not latch, e.g. ``ros2 topic pub``); an empty goal means stop;
 - subscribes ``chunk_request_topic`` (std_msgs/Header, from the chunk executor): each request (frame_id) is
   answered by one chunk, only when the inputs are fresh, and again only if the executor still repeats it
   ``request_timeout`` s later (the chunk was lost);
@@ -35,6 +36,7 @@ while inference is running is dropped (the executor repeats requests while it wa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -45,6 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import TransitionCallbackReturn
 from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -75,6 +78,7 @@ from dream_vla_ros.policy.envelope import confine
 
 NODE_NAME = "policy_node"
 ENGINE_BUILD = "engine build"
+LIVE_PARAMETERS = ("halting_k_max", "halting_delta")  # applied to the running engine when set
 
 
 @dataclass
@@ -142,6 +146,7 @@ class PolicyNode(LifecycleNode):
         self._closing = threading.Event()
         self._delay_rng = random.Random(0)  # added_delay_jitter draws
         self._decoder = SingleWorker(self._decode_pending, self._on_worker_crash, name="decode")
+        self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def _now(self) -> float:
@@ -254,6 +259,7 @@ class PolicyNode(LifecycleNode):
         self._joint_input = self._polled.subscribe(JointState, config.joint_states_topic, qos.SENSOR)
         self._inputs += [
             self.create_subscription(String, config.goal_topic, self._on_goal, qos.GOAL),
+            self.create_subscription(String, config.goal_topic, self._on_goal, qos.GOAL_VOLATILE),
             self.create_subscription(Header, config.chunk_request_topic, self._on_request, qos.REQUEST),
         ]
 
@@ -303,6 +309,29 @@ class PolicyNode(LifecycleNode):
         if self._profile is not None:
             self._profile.close()
             self._profile = None
+
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        """``halting_k_max`` / ``halting_delta`` set while configured apply to the next chunk (``ros2 param set``);
+        every other parameter, and these while unconfigured, at the next configure."""
+        live = {p.name: p.value for p in parameters if p.name in LIVE_PARAMETERS}
+        with self._lock:
+            config, engine = self.config, self.engine
+        if not live or config is None or engine is None:
+            return SetParametersResult(successful=True)
+        set_halting = getattr(engine, "set_halting", None)
+        if set_halting is None:
+            return SetParametersResult(successful=False,
+                                       reason=f"backend {engine.name!r} cannot change halting while configured")
+        try:
+            config = dataclasses.replace(config, **live)
+        except (DreamVlaError, TypeError) as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        set_halting(config.halting_k_max, config.halting_delta)
+        with self._lock:
+            self.config = config
+        self.get_logger().info(f"halting: k_max {config.halting_k_max}, delta {config.halting_delta:g} "
+                               "(0 / negative = the model's default)")
+        return SetParametersResult(successful=True)
 
     # -- inputs ----------------------------------------------------------------------------------------------
     def _image_callback(self, camera: str, compressed: bool):

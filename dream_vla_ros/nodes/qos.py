@@ -2,7 +2,9 @@
 
 - cameras and joint states: best effort, keep last 1 (newest sample only; matches reliable and best-effort
   publishers alike, e.g. camera drivers and ``joint_state_broadcaster``);
-- language goal: reliable + transient local, keep last 1 (a late-starting node still gets the current goal);
+- language goal: reliable + transient local, keep last 1 (a late-starting node still gets the current goal),
+  and a second, volatile subscription (``GOAL_VOLATILE``) for publishers that do not latch, such as
+  ``ros2 topic pub``'s default QoS (a transient-local subscription never matches a volatile publisher);
 - chunks (``~/action_chunk``) and chunk requests: reliable, keep last 1 (only the newest matters);
 - controller windows (``/<controller>/joint_trajectory``): reliable, as the JointTrajectoryController requires
   (a best-effort publisher never matches its subscription);
@@ -31,6 +33,7 @@ CHUNK = QoSProfile(
     reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.VOLATILE,
 )
+GOAL_VOLATILE = CHUNK
 REQUEST = CHUNK
 CONTROLLER = QoSProfile(
     history=HistoryPolicy.KEEP_LAST,

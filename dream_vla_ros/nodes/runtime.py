@@ -58,6 +58,9 @@ def run(factories: Sequence[Callable[[], object]], *, argv: list[str] | None = N
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # Ctrl-C under `ros2 launch` reaches a node twice (the terminal's SIGINT to the process group, then the one
+        # launch forwards): a second one must not interrupt the clean-up below with a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         for node in nodes:
             close = getattr(node, "close", None)
             if close is not None:

@@ -56,6 +56,18 @@ def test_describe_custom_graph(tmp_path, monkeypatch):
     assert kwargs["executable"] == "talker" and kwargs["parameters"][0] == str(path)
 
 
+def test_scoped_params_files_reach_namespaced_nodes(tmp_path):
+    import yaml
+
+    plain = bringup.describe("sim_arm")
+    assert bringup.scoped(plain, tmp_path) is plain
+    graph = bringup.scoped(bringup.describe("sim_arm", namespace="arm"), tmp_path)
+    (path,) = {node.params_file for node in graph.nodes}
+    document = yaml.safe_load(path.read_text())
+    original = yaml.safe_load((config_dir() / "sim_arm.yaml").read_text())
+    assert document == {f"/**/{key}": value for key, value in original.items()}
+
+
 def test_dds_profile_only_for_fast_dds():
     assert bringup.dds_environment({})["FASTDDS_DEFAULT_PROFILES_FILE"].endswith(bringup.FASTDDS_PROFILE)
     assert (config_dir() / bringup.FASTDDS_PROFILE).is_file()

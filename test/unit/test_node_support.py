@@ -180,8 +180,9 @@ def test_compose_merges_both_sections_with_their_own_overrides(tmp_path):
                      overrides={"policy_node": {"model": "/m"}, "chunk_executor": {"chunking.control_period": 0.02}})
     (node,) = compose(graph, tmp_path).nodes
     assert node.executable == "composed" and node.namespace == "arm"
-    assert node.parameters == {"use_sim_time": True}
+    assert node.parameters == {}
     document = yaml.safe_load(node.params_file.read_text())
+    assert document["/**"]["ros__parameters"]["use_sim_time"] is True  # for both nodes, whatever the process name
     assert document["policy_node"]["ros__parameters"]["model"] == "/m"
     executor = document["chunk_executor"]["ros__parameters"]
     assert executor["chunking"]["control_period"] == 0.02
@@ -192,16 +193,33 @@ def test_compose_merges_both_sections_with_their_own_overrides(tmp_path):
         compose(describe("sim_arm", only=("policy_node",)), tmp_path)
 
 
-def test_launch_overrides_cover_cameras_and_controller():
-    from dream_vla_ros.launch_support import LAUNCH_ARGUMENTS, _overrides
+def test_launch_overrides_cover_cameras_controller_backend_and_device():
+    from dream_vla_ros.launch_support import LAUNCH_ARGUMENTS, overrides
 
-    assert {"composed", "camera_topics", "controller", "model", "backend"} <= set(LAUNCH_ARGUMENTS)
-    overrides = _overrides("jetson_arm", "/m", "", "/a/image_raw, /b/image_raw/compressed", "my_controller")
-    assert overrides == {
+    assert {"composed", "camera_topics", "controller", "model", "backend", "device", "precision"} <= set(
+        LAUNCH_ARGUMENTS)
+    values = {"model": "/m", "camera_topics": "/a/image_raw, /b/image_raw/compressed", "controller": "my_controller"}
+    arm = ["my_controller"] * 7 + ["gripper_controller"]  # joint_controllers naming the config's controller follow it
+    assert overrides("jetson_arm", values) == {
         "policy_node": {"model": "/m", "camera_topics": ["/a/image_raw", "/b/image_raw/compressed"]},
-        "chunk_executor": {"controller": "my_controller"},
+        "chunk_executor": {"controller": "my_controller", "joint_controllers": arm},
     }
-    assert _overrides("jetson_arm", "", "", "", "") == {}
+    assert overrides("sim_arm", {"controller": "c"}) == {"chunk_executor": {"controller": "c"}}
+    assert overrides("jetson_arm", {}) == {}
+    # The config's precision (fp16, for TensorRT) does not carry over to another backend or device.
+    assert overrides("jetson_arm", {"backend": "onnxruntime", "device": "cpu"}) == {
+        "policy_node": {"backend": "onnxruntime", "device": "cpu", "precision": "fp32"}}
+    assert overrides("jetson_arm", {"device": "cpu", "precision": "int8"})["policy_node"]["precision"] == "int8"
+
+
+def test_launch_refuses_a_graph_without_a_model():
+    from dream_vla_ros.bringup import describe
+    from dream_vla_ros.launch_support import check_model
+
+    with pytest.raises(ConfigError, match="policy_node: no model: pass model:="):
+        check_model(describe("jetson_arm"))
+    check_model(describe("jetson_arm", overrides={"policy_node": {"model": "/m"}}))
+    check_model(describe("sim_arm", only=("sim_arm",)))
 
 
 def test_compressed_topics_are_recognised():
