@@ -67,38 +67,6 @@ def counter_change(start: dict[str, dict[str, float]], end: dict[str, dict[str, 
     return end.get(node, {}).get(key, nan) - start.get(node, {}).get(key, nan)
 
 
-class WindowWatch:
-    """Arrival times of the executor's windows on the controller topic (tick intervals, jitter)."""
-
-    def __init__(self, node: Any, topic: str, period: float) -> None:
-        from trajectory_msgs.msg import JointTrajectory
-
-        from dream_vla_ros.nodes import qos
-
-        self._period = period
-        self._lock = threading.Lock()
-        self._last: float | None = None
-        self.deviations_ms: list[float] = []
-        self.recording = False
-        node.create_subscription(JointTrajectory, topic, self._on_window, qos.CONTROLLER)
-
-    def _on_window(self, _msg: Any) -> None:
-        now = time.monotonic()
-        with self._lock:
-            last, self._last = self._last, now
-            # Gaps of several periods (a reset, a hold that sends nothing) are counted by the executor's
-            # missed-tick counter, not as jitter.
-            if self.recording and last is not None and now - last < 3.0 * self._period:
-                self.deviations_ms.append(abs(now - last - self._period) * 1e3)
-
-
-def quantile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return float(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))])
-
-
 def session_overrides(args: argparse.Namespace, extra: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Parameter overrides: the model, then ``extra`` (the benchmark's own), then ``--set``."""
     from dream_vla_ros.commands.up import parse_overrides
@@ -119,7 +87,7 @@ def run_graph(
 ) -> dict[str, Any]:
     """Run episodes for ``seconds`` after the first chunk-driven episode starts; sample every process at each
     of ``marks`` (seconds from the start, plus the end). Returns ``{"samples": [{node: Sample}], "marks",
-    "counters" (DiagnosticsWatch.numbers at the first and the last sample), "windows" (WindowWatch),
+    "counters" (DiagnosticsWatch.numbers at the first and the last sample),
     "episodes", "seconds", "control_period"}``.
 
     ``on_start(session)`` runs once the graph is up (e.g. to start extra processes into its domain)."""
@@ -132,7 +100,6 @@ def run_graph(
         if on_start is not None:
             on_start(session)
         diagnostics = DiagnosticsWatch(session.node)
-        windows = WindowWatch(session.node, session.trajectory_topic, period)
         pids = {name: session.processes.processes[name].popen.pid for name in NODES
                 if name in session.processes.processes}
         samples: list[dict[str, Sample]] = []
@@ -147,7 +114,6 @@ def run_graph(
             if start is None:
                 start = time.monotonic()
                 end = start + seconds
-                windows.recording = True
                 samples.append(sample_all(pids))
                 first = diagnostics.numbers()
             while time.monotonic() < end:
@@ -158,12 +124,11 @@ def run_graph(
                 if session.wait_episode_end(event["episode"], timeout=max(0.01, min(remaining, 1.0))):
                     break
         samples.append(sample_all(pids))
-        windows.recording = False
         last = diagnostics.numbers()
         dead = [n for n, p in session.processes.processes.items() if not p.running]
         if dead:
             raise DreamVlaError(f"{', '.join(dead)} exited during the run:\n{session.outputs()}")
-        return {"samples": samples, "counters": (first, last), "windows": windows, "episodes": episodes,
+        return {"samples": samples, "counters": (first, last), "episodes": episodes,
                 "seconds": time.monotonic() - start, "control_period": period}
 
 

@@ -511,6 +511,7 @@ class ExecutorNode(LifecycleNode):
             "joint_states rate_hz": self._rate.value(now),
             "joint_states age_s": (now - joints[1]) if joints else float("nan"),
             "chunk latency estimate_s": latency,
+            "tick lateness p99_ms": self._ticker.lateness.quantile(0.99),
             **self._counts,
             **self._output.values(),
         }

@@ -89,10 +89,43 @@ def _never_called(msg: Any) -> None:  # pragma: no cover - no executor spins the
     raise AssertionError("a polled subscription's callback ran: its helper node must not be spun")
 
 
+class TickLateness:
+    """How late each tick started against its schedule, as a histogram of 0.1 ms bins up to 1 s (constant
+    memory however long the node runs); ``quantile`` answers for every tick so far."""
+
+    BIN_MS = 0.1
+    BINS = 10_000
+
+    def __init__(self) -> None:
+        self._counts = [0] * (self.BINS + 1)  # the last bin: 1 s or later
+        self.ticks = 0
+        self._lock = threading.Lock()
+
+    def add(self, late_ms: float) -> None:
+        index = min(self.BINS, max(0, int(late_ms / self.BIN_MS)))
+        with self._lock:
+            self._counts[index] += 1
+            self.ticks += 1
+
+    def quantile(self, q: float) -> float:
+        """The ``q`` quantile of the lateness in ms (upper bin edge; nan before the first tick)."""
+        with self._lock:
+            counts, total = list(self._counts), self.ticks
+        if not total:
+            return float("nan")
+        rank, seen = q * total, 0
+        for index, count in enumerate(counts):
+            seen += count
+            if seen >= rank:
+                return (index + 1) * self.BIN_MS
+        return (self.BINS + 1) * self.BIN_MS
+
+
 class ClockTicker:
     """Calls ``tick()`` every ``period`` seconds of ``node``'s clock on a thread of its own.
 
-    A late tick is not repeated: the next one is due a period after it (the caller counts missed ticks).
+    A late tick is not repeated: the next one is due a period after it (the caller counts missed ticks);
+    ``lateness`` records how late every tick started (on the node's clock).
     An exception in ``tick`` goes to ``on_error`` and the loop goes on; the loop ends with the node's context
     (shutdown) or :meth:`close`.
     """
@@ -106,6 +139,7 @@ class ClockTicker:
         self._on_error = on_error
         self._wake = threading.Condition()
         self._closed = False
+        self.lateness = TickLateness()
         threshold = JumpThreshold(min_forward=Duration(nanoseconds=1), min_backward=None, on_clock_change=True)
         self._jump_handle = self._clock.create_jump_callback(threshold, post_callback=self._on_jump)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -139,6 +173,7 @@ class ClockTicker:
                     self._wake.wait(0.5 if self._clock.ros_time_is_active else left * 1e-9)
                 if self._closed or not self._context.ok():
                     return
+            self.lateness.add((self._now_ns() - due) * 1e-6)
             try:
                 self._tick()
             except Exception as exc:  # noqa: BLE001 - the control loop outlives a failing tick

@@ -153,3 +153,17 @@ def test_clock_ticker_on_the_wall_clock_ticks_at_its_period_and_stops_on_close(r
         assert 10 <= count <= 52  # about 50 on an idle machine: late ticks are skipped, never made up for
     finally:
         node.destroy_node()
+
+
+def test_tick_lateness_quantiles_cover_every_tick_in_constant_memory():
+    from dream_vla_ros.nodes.polling import TickLateness
+
+    lateness = TickLateness()
+    assert lateness.quantile(0.99) != lateness.quantile(0.99)  # nan before the first tick
+    for ms in [0.05] * 980 + [3.0] * 15 + [40.0] * 4 + [5000.0]:
+        lateness.add(ms)
+    assert lateness.ticks == 1000
+    assert lateness.quantile(0.5) == pytest.approx(0.1)  # the upper edge of the first 0.1 ms bin
+    assert lateness.quantile(0.99) == pytest.approx(3.1)
+    assert lateness.quantile(0.999) == pytest.approx(40.1)
+    assert lateness.quantile(1.0) > 1000.0  # later than the histogram reaches: its overflow bin
