@@ -46,6 +46,15 @@ class DiagnosticsWatch:
                 if ": " not in status.name:  # per-cause statuses are "<node>: <slot>"
                     self._values[status.name] = {kv.key: kv.value for kv in status.values}
 
+    def numbers_of(self, nodes: tuple[str, ...], timeout: float = 10.0) -> dict[str, dict[str, float]]:
+        """:meth:`numbers` once every node of ``nodes`` has published a summary (or after ``timeout`` s)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            numbers = self.numbers()
+            if all(node in numbers for node in nodes) or time.monotonic() > deadline:
+                return numbers
+            time.sleep(0.05)
+
     def numbers(self) -> dict[str, dict[str, float]]:
         """Node -> the numeric values of its latest summary status."""
         out: dict[str, dict[str, float]] = {}
@@ -115,7 +124,7 @@ def run_graph(
                 start = time.monotonic()
                 end = start + seconds
                 samples.append(sample_all(pids))
-                first = diagnostics.numbers()
+                first = diagnostics.numbers_of(tuple(pids))  # a counter missing at the start would read nan
             while time.monotonic() < end:
                 if pending and time.monotonic() - start >= pending[0]:
                     pending.pop(0)
