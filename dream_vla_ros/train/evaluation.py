@@ -417,6 +417,8 @@ class RosSession:
         self._frame_sink: Callable[[Any], None] | None = None
         self._frame_sub = None
         self._spinner: threading.Thread | None = None
+        self._sim_time: float | None = None
+        self.wait_failure = ""  # why the last wait_episode_end gave up
 
     # -- lifetime --------------------------------------------------------------------------------------------
     def start(self, timeout: float = 180.0) -> RosSession:
@@ -463,6 +465,12 @@ class RosSession:
             name: self.node.create_client(Trigger, f"{self.executor_name}/{name}") for name in ("pause", "activate")
         } if self.executor_name else {}
         self._params_client = self.node.create_client(SetParameters, f"{self.sim_name}/set_parameters")
+        from rclpy.qos import QoSProfile
+        from rosgraph_msgs.msg import Clock
+
+        from dream_vla_ros.nodes.polling import PolledInputs
+
+        self._clock = PolledInputs(self.node, "clock").subscribe(Clock, "/clock", QoSProfile(depth=1))
         self._spinner = threading.Thread(target=self._spin, name="eval-client", daemon=True)
         self._spinner.start()
         deadline = time.monotonic() + timeout
@@ -587,18 +595,48 @@ class RosSession:
             raise DreamVlaError(f"{self.executor_name}/{service} failed: {answer.message}")
         return answer.message
 
-    def wait_episode_end(self, episode: int, timeout: float) -> dict[str, Any] | None:
-        """The ``success`` or ``truncated`` event of ``episode``, or None after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def sim_time(self) -> float | None:
+        """The newest ``/clock`` time (seconds), or None while the arm runs on the wall clock."""
+        msg = self._clock.take_newest()
+        if msg is not None:
+            self._sim_time = msg.clock.sec + msg.clock.nanosec * 1e-9
+        return self._sim_time
+
+    def wait_episode_end(self, episode: int, timeout: float, last_step: float | None = None) -> dict[str, Any] | None:
+        """The ``success`` or ``truncated`` event of ``episode``, or None (the cause in :attr:`wait_failure`).
+
+        Without ``last_step`` the wait ends after ``timeout`` wall seconds. With it (the simulated time of the
+        episode's last step: its start stamp + ``max_steps`` physics steps) and the arm on ``/clock``,
+        ``timeout`` counts only wall seconds in which the simulated clock stood still, or that passed after
+        the clock went beyond ``last_step``: a slow host slows the simulation down, it does not cut the
+        episode short. On the wall clock ``timeout`` is a plain timeout either way."""
+        self.wait_failure = ""
+        now = time.monotonic()
+        deadline = now + timeout
+        clock = self.sim_time() if last_step is not None else None
+        while True:
             try:
                 event = self._events.get(timeout=0.05)
             except queue.Empty:
                 self._check_alive()
+                event = None
+            if event is not None:
+                if event.get("episode") == episode and event.get("event") in ("success", "truncated"):
+                    return event
                 continue
-            if event.get("episode") == episode and event.get("event") in ("success", "truncated"):
-                return event
-        return None
+            now = time.monotonic()
+            if clock is not None and (t := self.sim_time()) != clock:
+                clock = t
+                if t <= last_step:  # the simulation moves and the episode is not over yet
+                    deadline = now + timeout
+            if now >= deadline:
+                if clock is None:
+                    self.wait_failure = f"no end event within {timeout:.0f} s"
+                elif clock <= last_step:
+                    self.wait_failure = f"no end event: the simulated clock stood still for {timeout:.0f} s"
+                else:
+                    self.wait_failure = f"no end event {timeout:.0f} s after the episode's last step"
+                return None
 
     def trajectory_publisher(self):
         """A reliable publisher on the arm's controller topic, once the arm's subscription is matched."""
@@ -634,8 +672,20 @@ def _episode_plan(config: EvalConfig) -> list[tuple[str, int, int]]:
 
 
 def _episode_timeout(config: EvalConfig, real_time_factor: float = 1.0) -> float:
-    """Wall seconds to wait for an episode's end event at ``real_time_factor``."""
+    """Wall seconds to wait for an episode's end event at ``real_time_factor`` (on ``/clock``: seconds of a
+    simulation standing still, see :meth:`RosSession.wait_episode_end`)."""
     return config.max_steps * CONTROL_DT * 2.0 / min(real_time_factor, 1.0) + 15.0
+
+
+def last_step_time(start_event: dict[str, Any]) -> float | None:
+    """The arm's clock time of an episode's last step (its start stamp + ``max_steps`` physics steps), or None
+    when the episode has no step limit."""
+    max_steps = int(start_event.get("max_steps") or 0)
+    return float(start_event["stamp"]) + max_steps * CONTROL_DT if max_steps > 0 else None
+
+
+def _no_end_note(session: RosSession) -> str:
+    return session.wait_failure or "no end event"
 
 
 def run_policy_episode(session: RosSession, config: EvalConfig, profile: ChunkProfile, task: str, seed: int,
@@ -655,13 +705,14 @@ def run_policy_episode(session: RosSession, config: EvalConfig, profile: ChunkPr
         on_start(event)
     started = time.monotonic()
     session.set_goal(event["instruction"])
-    end = session.wait_episode_end(event["episode"], _episode_timeout(config, real_time_factor))
+    end = session.wait_episode_end(event["episode"], _episode_timeout(config, real_time_factor),
+                                   last_step_time(event))
     session.set_goal("")
     k, latency, inference = chunk_statistics(
         profile.between(float(event["stamp"]), float(end["stamp"]) if end else math.inf))
     if end is None:
         return EpisodeResult(task, seed, event["instruction"], False, config.max_steps, time.monotonic() - started,
-                             k, latency, inference, note="no end event (timeout)", real_time_factor=real_time_factor)
+                             k, latency, inference, note=_no_end_note(session), real_time_factor=real_time_factor)
     return EpisodeResult.ended(task, seed, event["instruction"], end, time.monotonic() - started, k=k,
                                latency_ms=latency, inference_ms=inference)
 
@@ -910,10 +961,11 @@ def evaluate_expert(config: EvalConfig, log: Log = _stderr, echo: Any = None) ->
             event = session.reset(task, seed, config.phrasings, index)
             started_episode = time.monotonic()
             publisher.publish(expert_trajectory(demo.targets))
-            end = session.wait_episode_end(event["episode"], _episode_timeout(config, config.pacing.initial_factor))
+            end = session.wait_episode_end(event["episode"], _episode_timeout(config, config.pacing.initial_factor),
+                                           last_step_time(event))
             wall_s = time.monotonic() - started_episode
             result = EpisodeResult.ended(task, seed, event["instruction"], end, wall_s) if end else EpisodeResult(
-                task, seed, event["instruction"], False, config.max_steps, wall_s, note="no end event (timeout)")
+                task, seed, event["instruction"], False, config.max_steps, wall_s, note=_no_end_note(session))
             episodes.append(result)
             log(_episode_line(n, len(plan), result) + f" (expert {demo.steps_to_success} steps)")
     except DreamVlaError:

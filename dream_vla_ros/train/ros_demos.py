@@ -129,7 +129,7 @@ def record_expert_demos(config: RosDemoConfig, log: Any = print, progress: bool 
     import dream_vla_ros.sim  # noqa: F401 - MUJOCO_GL before mujoco loads
     from dream_vla_ros.sim.expert import run_expert
     from dream_vla_ros.sim.joint_arm import JointArm, SimArmConfig
-    from dream_vla_ros.train.evaluation import CONTROL_DT, RosSession, expert_trajectory
+    from dream_vla_ros.train.evaluation import CONTROL_DT, RosSession, expert_trajectory, last_step_time
 
     jobs = make_jobs(config.collect)
     arm = JointArm(SimArmConfig(task=config.collect.tasks[0]))
@@ -157,7 +157,8 @@ def record_expert_demos(config: RosDemoConfig, log: Any = print, progress: bool 
                 recorder.trigger("start")
                 time.sleep(config.idle)
                 publisher.publish(expert_trajectory(demo.targets))
-                end = session.wait_episode_end(event["episode"], config.max_steps * CONTROL_DT + 30.0)
+                end = session.wait_episode_end(event["episode"], config.max_steps * CONTROL_DT + 30.0,
+                                               last_step_time(event))
                 if end is None or end["event"] != "success":
                     recorder.trigger("discard")
                     counts["replay_failures"] += 1

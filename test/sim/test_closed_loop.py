@@ -57,6 +57,8 @@ def test_tiny_policy_drives_the_simulated_arm_through_ros(tiny_sawyer_model, tmp
                                              on_start=starts.append, real_time_factor=0.8))
         time.sleep(0.2)
         session._check_alive()  # no node crashed
+        if any(r.note for r in results):
+            print(session.outputs())  # why an episode did not end, while the processes are still there
     except Exception:
         print(session.outputs() if session.processes else "")
         raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -138,3 +139,54 @@ def test_delay_sweep_settings_from_the_command_line():
     for bad in ("", "fast", "-50", "0,20000"):
         with pytest.raises(ConfigError, match="--delays"):
             parse_delays(bad)
+
+
+class _Clock:
+    """Stands in for the polled /clock subscription: each take gives the next simulated time (or None)."""
+
+    def __init__(self, times):
+        self.times = list(times)
+
+    def take_newest(self):
+        import types
+
+        if not self.times:
+            return None
+        t = self.times.pop(0)
+        stamp = types.SimpleNamespace(sec=int(t), nanosec=int(t % 1 * 1e9)) if t is not None else None
+        return None if stamp is None else types.SimpleNamespace(clock=stamp)
+
+
+def _waiting_session(events, clock_times):
+    import queue
+    import types
+
+    session = ev.RosSession.__new__(ev.RosSession)  # the waiting logic only: no graph, no DDS
+    session._events = queue.Queue()
+    for event in events:
+        session._events.put(event)
+    session._clock = _Clock(clock_times)
+    session._sim_time = None
+    session.processes = types.SimpleNamespace(processes={})
+    return session
+
+
+def test_episode_end_wait_follows_the_simulated_clock():
+    start = {"stamp": 10.0, "max_steps": 200}
+    assert ev.last_step_time(start) == pytest.approx(12.5) and ev.last_step_time({"stamp": 1.0, "max_steps": 0}) is None
+    # The event arrives: returned at once, other episodes' events skipped.
+    end = {"event": "truncated", "episode": 3}
+    session = _waiting_session([{"event": "success", "episode": 2}, end], [10.0])
+    assert session.wait_episode_end(3, 0.2, 12.5) == end and session.wait_failure == ""
+    # A slow simulation (the clock moves in every poll, never reaching the last step) outlives the timeout.
+    session = _waiting_session([], [10.0 + 0.001 * i for i in range(40)] + [None] * 1000)
+    started = time.monotonic()
+    assert session.wait_episode_end(3, 0.3, 12.5) is None
+    assert time.monotonic() - started > 0.3 + 0.5  # 40 polls of 50 ms, then 0.3 s of a clock standing still
+    assert "stood still" in session.wait_failure
+    # A clock past the last step with no event: the wait ends one timeout later, and says so.
+    session = _waiting_session([], [13.0] + [None] * 1000)
+    assert session.wait_episode_end(3, 0.2, 12.5) is None and "after the episode's last step" in session.wait_failure
+    # On the wall clock (no /clock) the timeout is plain.
+    session = _waiting_session([], [None] * 1000)
+    assert session.wait_episode_end(3, 0.1, 12.5) is None and "within" in session.wait_failure
