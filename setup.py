@@ -41,7 +41,9 @@ setup(
     # a plain venv (see the README and scripts/setup_venv.sh, which also pins the CPU torch on dev machines).
     install_requires=["setuptools", "numpy", "pyyaml"],
     extras_require={
-        "core": ["opencv-python-headless", "safetensors", "tqdm", "matplotlib"],
+        # The WordLlama instruction encoder's files come from its wheel, installed without its dependencies
+        # (it declares numpy>=2; a Humble robot keeps numpy 1.x): scripts/setup_venv.sh does that.
+        "core": ["opencv-python-headless", "safetensors", "tokenizers", "tqdm", "matplotlib"],
         "ros": [
             "ros-rclpy",
             "ros-rmw-fastrtps-cpp",

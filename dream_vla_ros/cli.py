@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("eval", "evaluate a model closed loop through ROS 2 on the simulated arm (success, k, latency)"),
     "demo": ("demo", "the simulated arm + policy + executor over ROS 2 completing language goals"),
     "train": ("train", "train a policy on a dataset and write a checkpoint directory"),
+    "goal-check": ("goal_check", "whether a model understands a goal (as the policy node judges it), as JSON"),
     "offline-eval": ("offline_eval", "a model's loss on a dataset (no simulator): per task, under exposure changes"),
     "record": ("record", "record demonstrations over ROS 2 into rosbag2 (MCAP) episodes"),
     "dataset": ("dataset", "build a training dataset from recorded episodes (rosbag2 directories)"),

@@ -11,6 +11,8 @@
 # - With the "interfaces" extra (make venv-test) and ../shared/ros2_python present: the ROS 2 launch/CLI
 #   tooling (`ros2 launch`, `ros2 topic`, ...) from there, and the package's share directory in the venv
 #   (test/ros_tooling.py); robots and machines with ROS installed have their own.
+# - wordllama (the pretrained instruction encoder's files) is installed with --no-deps: it declares numpy>=2,
+#   which must not replace a robot's numpy 1.x (the package reads its two files, never imports it).
 # - A second run with the same inputs is a no-op (a stamp file records what was installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,6 +57,10 @@ if [ "$TORCH_SPEC" != skip ] && ! "$VENV/bin/python" -c 'import torch' 2>/dev/nu
 fi
 say "installing dream_vla_ros[$EXTRAS] (editable)"
 "${PIP[@]}" -e ".[$EXTRAS]"
+if [[ ",$EXTRAS," == *",core,"* ]]; then  # the instruction encoder's files only: its numpy>=2 pin stays out
+  say "installing wordllama==0.4.0.post1 (no dependencies)"
+  "${PIP[@]}" --no-deps wordllama==0.4.0.post1
+fi
 if [[ ",$EXTRAS," == *",interfaces,"* ]] && [ -d ../shared/ros2_python ]; then
   say "installing the ROS 2 launch/CLI tooling from ../shared/ros2_python"
   "$VENV/bin/python" test/ros_tooling.py ||

@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="random brightness offset per camera, +- this fraction of full scale (0: off)")
     parser.add_argument("--contrast", type=float, default=0.05,
                         help="random contrast gain per camera, 1 +- this (0: off)")
+    parser.add_argument("--paraphrases", type=int, default=400, metavar="N",
+                        help="generated phrasings per MT10 task that samples may carry besides the dataset's own "
+                             "(0: only the dataset's; held-out phrasings are never generated)")
     parser.add_argument("--eval-every", type=int, default=500, help="validation interval in steps")
     parser.add_argument("--checkpoint-every", type=int, default=1000, help="checkpoint interval in steps")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -57,7 +60,7 @@ def main(args: argparse.Namespace) -> int:
         cameras=tuple(c.strip() for c in args.cameras.split(",") if c.strip()),
         steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
         warmup_steps=args.warmup_steps, shift_pixels=args.shift_pixels, brightness=args.brightness,
-        contrast=args.contrast, eval_every=args.eval_every,
+        contrast=args.contrast, paraphrases=args.paraphrases, eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every, seed=args.seed, threads=args.threads, device=args.device,
     )
     bar = tqdm(total=config.steps, disable=args.no_progress, unit="step", dynamic_ncols=True)

@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from dream_vla_ros.policy.config import JointEnvelope
+from dream_vla_ros.policy.config import GoalConfig, JointEnvelope
 from dream_vla_ros.policy.observation import ChunkPrediction, Observation
 
 
@@ -27,6 +27,8 @@ class ModelMetadata:
     image_size: square model input in pixels (after the centre crop of ``crop_fraction`` of the short side).
     preset / decoder: descriptive (``tiny``, ``sim``, ...; ``recurrent`` or ``discrete``).
     envelope: the joint positions the model was trained on (empty: not recorded).
+    goals: the instructions it was trained on and its default goal threshold (empty: not recorded).
+    max_goal_tokens: the longest goal in tokens the model reads whole (0: byte tokens, cut at their limit).
     """
 
     joint_names: tuple[str, ...]
@@ -38,6 +40,8 @@ class ModelMetadata:
     preset: str = "custom"
     decoder: str = "recurrent"
     envelope: JointEnvelope = field(default_factory=JointEnvelope)
+    goals: GoalConfig = field(default_factory=GoalConfig)
+    max_goal_tokens: int = 0
 
     @classmethod
     def from_model_config(cls, config: Any) -> ModelMetadata:
@@ -52,6 +56,8 @@ class ModelMetadata:
             preset=str(config.preset),
             decoder=str(config.decoder.kind),
             envelope=config.envelope,
+            goals=config.goals,
+            max_goal_tokens=int(config.tokenizer.max_tokens) if config.tokenizer.kind == "wordllama" else 0,
         )
 
 

@@ -64,10 +64,10 @@ class HostPipeline:
 
     def __init__(self, config: ModelConfig) -> None:
         from dream_vla_ros.policy.normalization import Normalizer
-        from dream_vla_ros.policy.tokenizer import ByteTokenizer
+        from dream_vla_ros.policy.tokenizer import make_tokenizer
 
         self.config = config
-        self.tokenizer = ByteTokenizer(config.tokenizer)
+        self.tokenizer = make_tokenizer(config.tokenizer)
         self.normalizer = Normalizer.for_model(config)
         self._noise: dict[int, np.ndarray] = {}
 

@@ -60,7 +60,10 @@ class PolicyNodeConfig:
     max_compressed_bytes: bytes; a larger CompressedImage is rejected without decoding it.
     max_image_pixels: width x height a CompressedImage's PNG / JPEG header may declare; larger frames are
         rejected before decoding (bounds the decode's memory and time: 1920x1200 JPEG ~ 10-50 ms on one core).
-    max_goal_bytes: bytes; a longer goal is rejected (and stops the robot).
+    max_goal_bytes: bytes; a longer goal is refused (and stops the robot). Goals up to 512 bytes are read
+        whole by WordLlama models (nothing is cut).
+    min_goal_confidence: a goal whose confidence (its best match with the instructions the model was trained
+        on, :mod:`dream_vla_ros.policy.goals`) is lower is refused; -1 = the model's measured default.
     request_timeout: seconds after which a request the executor stopped repeating is ignored; also the
         time after which a request still repeated is answered again (its chunk was lost).
     diagnostics_period: seconds between /diagnostics messages (also published at once on a new cause).
@@ -104,7 +107,8 @@ class PolicyNodeConfig:
     input_recovery_time: float = 0.25
     max_compressed_bytes: int = 8 << 20
     max_image_pixels: int = 1920 * 1200
-    max_goal_bytes: int = 1024
+    max_goal_bytes: int = 512
+    min_goal_confidence: float = -1.0
     request_timeout: float = 1.0
     diagnostics_period: float = 1.0
     profile_path: str = ""
@@ -130,6 +134,8 @@ class PolicyNodeConfig:
         for name in ("max_compressed_bytes", "max_image_pixels"):
             require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
         require(self.max_goal_bytes >= 1, "max_goal_bytes", f"must be >= 1, got {self.max_goal_bytes}")
+        require(-1.0 <= self.min_goal_confidence <= 1.0, "min_goal_confidence",
+                f"must be in [-1, 1] (-1: the model's default), got {self.min_goal_confidence}")
         for name in ("added_delay", "added_delay_jitter"):
             value = getattr(self, name)
             require(math.isfinite(value) and 0.0 <= value <= 10.0, name, f"must be in [0, 10] s, got {value}")

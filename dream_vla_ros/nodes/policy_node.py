@@ -7,7 +7,13 @@ Interfaces (names relative to the node's namespace; ``~`` = the node's name):
   per camera and the newest joint state are kept (joint states are read when an observation is made, from a
   polled subscription on the helper node ``<name>_inputs``: a 500 Hz stream wakes nothing; ``polling.py``);
 - subscribes ``goal_topic`` (std_msgs/String, reliable + transient local, and reliable + volatile for
-  publishers that do not latch, e.g. ``ros2 topic pub``); an empty goal means stop;
+  publishers that do not latch, e.g. ``ros2 topic pub``); an empty goal means stop. Each new goal is scored
+  against the instructions the model was trained on (:mod:`dream_vla_ros.policy.goals`); below
+  ``min_goal_confidence`` (-1: the model's measured default) it is refused: no chunks (the executor holds),
+  the cause logged once and on /diagnostics. ``~/accept_goal`` (std_srvs/Trigger) accepts the goal refused
+  last, once (the operator's override). The verdict of every goal is published on ``~/goal_status``
+  (std_msgs/String, JSON ``{goal, accepted, confidence, nearest_instruction, nearest_task, reason,
+  checked, overridden}``, latched);
 - subscribes ``chunk_request_topic`` (std_msgs/Header, from the chunk executor): each request (frame_id) is
   answered by one chunk, only when the inputs are fresh, and again only if the executor still repeats it
   ``request_timeout`` s later (the chunk was lost);
@@ -16,7 +22,7 @@ Interfaces (names relative to the node's namespace; ``~`` = the node's name):
   positions only, joints in the model's order under the robot's names, clipped to the joint envelope the
   model was trained on plus ``envelope_margin`` (counted as ``chunks_confined_to_envelope`` on
   /diagnostics). An empty trajectory (no points) tells the executor to stop and hold;
-- publishes ``/diagnostics``; services ``~/stop`` and ``~/resume`` (std_srvs/Trigger).
+- publishes ``/diagnostics``; services ``~/stop``, ``~/resume`` and ``~/accept_goal`` (std_srvs/Trigger).
 
 Lifecycle: *configure* reads the parameters, loads the engine (a corrupt model or an unknown backend makes
 configure fail with the cause logged and on /diagnostics; the process stays up), checks cameras, joint names
@@ -75,6 +81,7 @@ from dream_vla_ros.nodes.policy_config import PolicyNodeConfig, is_compressed_to
 from dream_vla_ros.nodes.polling import PolledInputs, PolledSubscription
 from dream_vla_ros.nodes.worker import SingleWorker
 from dream_vla_ros.policy.envelope import confine
+from dream_vla_ros.policy.goals import GoalScorer, GoalVerdict
 
 NODE_NAME = "policy_node"
 ENGINE_BUILD = "engine build"
@@ -120,6 +127,9 @@ class PolicyNode(LifecycleNode):
         self._stopped = False
         self._goal = ""
         self._goal_epoch = 0
+        self._goal_scorer: GoalScorer | None = None
+        self._refused = ""  # the goal refused last (what ~/accept_goal accepts)
+        self._verdict: dict[str, Any] = {}
         self._frames: dict[str, Frame] = {}
         self._undecoded: dict[str, Frame] = {}  # the newest compressed frame per camera, waiting for the decoder
         self._recovery = RecoveryGate(0.0)
@@ -142,6 +152,8 @@ class PolicyNode(LifecycleNode):
         self._chunk_pub = self.create_lifecycle_publisher(JointTrajectory, "~/action_chunk", qos.CHUNK)
         self.create_service(Trigger, "~/stop", self._on_stop)
         self.create_service(Trigger, "~/resume", self._on_resume)
+        self.create_service(Trigger, "~/accept_goal", self._on_accept_goal)
+        self._goal_status_pub = self.create_publisher(String, "~/goal_status", qos.GOAL)
         self._worker = SingleWorker(self._infer, self._on_worker_crash, name="inference")
         self._closing = threading.Event()
         self._delay_rng = random.Random(0)  # added_delay_jitter draws
@@ -186,6 +198,7 @@ class PolicyNode(LifecycleNode):
                 if self.diagnostics.faults.clear(ENGINE_BUILD) is not None:
                     self.diagnostics.publish()
             robot_joints = self._check_against_model(config, engine.metadata)
+            scorer = self._make_goal_scorer(config, engine.metadata)
             warm_up(engine, config.warmup_runs)
         except DreamVlaError as exc:
             self.diagnostics.report("configure", cause_key(str(exc)), f"configure failed: {exc}")
@@ -197,6 +210,7 @@ class PolicyNode(LifecycleNode):
         self.diagnostics.clear("configure")
         with self._lock:
             self.config, self.engine, self._robot_joints = config, engine, robot_joints
+            self._goal_scorer = scorer
             self._cameras = engine.metadata.cameras
             envelope = engine.metadata.envelope
             bounds = None
@@ -417,18 +431,51 @@ class PolicyNode(LifecycleNode):
             with self._lock:
                 self._joints = joints
 
+    def _make_goal_scorer(self, config: PolicyNodeConfig, meta) -> GoalScorer | None:
+        """The scorer of new goals (None: the model records no instructions, every goal is accepted)."""
+        if not meta.goals.known:
+            self.get_logger().warning("the model records no known instructions (trained before they were "
+                                      "recorded): goals are not checked")
+            return None
+        threshold = meta.goals.min_confidence if config.min_goal_confidence == -1.0 else config.min_goal_confidence
+        return GoalScorer(meta.goals.known, threshold, meta.max_goal_tokens)
+
     def _on_goal(self, msg: String) -> None:
         config = self.config
         try:
-            goal = check_goal(msg.data, config.max_goal_bytes if config else 1024)
+            goal = check_goal(msg.data, config.max_goal_bytes if config else 512)
+            verdict = self._judge(goal)
         except InputError as exc:
-            self.diagnostics.report("goal", cause_key(str(exc)), f"{exc}; stopping")
+            goal, verdict = None, GoalVerdict(str(msg.data)[:200], False, -1.0, "", "", str(exc))
+        if goal and not verdict.accepted:  # logged by diagnostics, once per cause
+            with self._lock:
+                self._refused = goal
             goal = None
+        elif goal is not None:
+            with self._lock:
+                self._refused = ""  # a later goal replaces the refused one: nothing left to accept
+        self._apply_goal(goal, verdict)
+
+    def _judge(self, goal: str) -> GoalVerdict:
+        if not goal:
+            return GoalVerdict("", False, -1.0, "", "", "empty goal: stopped")
+        scorer = self._goal_scorer
+        if scorer is None:
+            return GoalVerdict(goal, True, 1.0, "", "", "not checked: the model records no known instructions")
+        return scorer.verdict(goal)
+
+    def _apply_goal(self, goal: str | None, verdict: GoalVerdict, overridden: bool = False) -> None:
+        """Make ``goal`` current (None: refused, '' = stop), report the verdict, stop the arm when needed."""
         with self._lock:
             changed = goal != self._goal
             self._goal = goal or ""
             self._goal_epoch += 1
+            self._verdict = {**verdict.to_dict(), "checked": self._goal_scorer is not None,
+                             "overridden": overridden}
+            status = json.dumps(self._verdict)
+        self._goal_status_pub.publish(String(data=status))
         if goal is None:
+            self.diagnostics.report("goal", cause_key(verdict.reason), f"{verdict.reason}; holding")
             self._publish_stop()
         elif not goal:
             self.diagnostics.report("goal", "empty goal", "empty goal: stopped", level="warn")
@@ -437,6 +484,18 @@ class PolicyNode(LifecycleNode):
             self.diagnostics.clear("goal")
             if changed:  # throttled: a goal flood must not flood the log (/diagnostics shows the current goal)
                 self.get_logger().info(f"goal: {goal[:200]!r}", throttle_duration_sec=1.0)
+
+    def _on_accept_goal(self, request, response):
+        with self._lock:
+            goal, self._refused = self._refused, ""
+        if not goal:
+            response.success, response.message = False, "no refused goal to accept"
+            return response
+        verdict = dataclasses.replace(self._judge(goal), accepted=True, reason="accepted by the operator")
+        self.get_logger().warning(f"goal accepted by the operator (~/accept_goal): {goal[:200]!r}")
+        self._apply_goal(goal, verdict, overridden=True)
+        response.success, response.message = True, f"accepted: {goal[:200]}"
+        return response
 
     def _on_request(self, msg: Header) -> None:
         now = self._now()
@@ -643,6 +702,12 @@ class PolicyNode(LifecycleNode):
         return response
 
     # -- diagnostics -----------------------------------------------------------------------------------------
+    def _goal_values(self) -> dict[str, object]:
+        with self._lock:
+            verdict = dict(self._verdict)
+        keys = ("accepted", "confidence", "nearest_instruction", "overridden")
+        return {k: verdict[k] for k in keys if k in verdict}
+
     def _diagnostic_values(self) -> dict[str, object]:
         now = self._now()
         with self._lock:
@@ -652,6 +717,7 @@ class PolicyNode(LifecycleNode):
             "state": "active" if active else ("inactive" if config else "unconfigured"),
             "stopped": stopped,
             "goal": goal[:100],
+            **{f"goal {k}": v for k, v in self._goal_values().items()},
             "backend": self.engine.name if self.engine else "",
             "model": config.model if config else "",
             **engine_status(self.engine),

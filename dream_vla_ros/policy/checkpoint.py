@@ -70,6 +70,21 @@ def save_checkpoint(
     return directory
 
 
+def _instruction_line(config: ModelConfig) -> str:
+    t, goals = config.tokenizer, config.goals
+    if t.kind == "bytes":
+        text = (f"- Instruction: byte-level tokenizer, {t.max_tokens} bytes merged {t.pool} at a time into "
+                f"{t.trunk_tokens} tokens, lowercase={t.lowercase}")
+    else:
+        text = (f"- Instruction: WordLlama 0.4.0.post1 token embeddings (frozen, 32,000 x 256, MIT licence, SHA-256 "
+                f"{t.weights_sha256[:12]}...), up to {t.max_tokens} tokens pooled by {t.queries} learned queries, "
+                f"lowercase={t.lowercase}")
+    if goals.known:
+        text += (f"; goals compared with {len(goals.known)} known instructions, accepted at confidence >= "
+                 f"{goals.min_confidence:g}")
+    return text
+
+
 def _envelope_line(config: ModelConfig) -> str:
     e = config.envelope
     if not e.position_min:
@@ -92,8 +107,7 @@ def model_card(config: ModelConfig, document: Mapping[str, Any], notes: str = ""
         f"({config.chunk_length * config.dt:.3f} s), actions {config.normalization.action_mode}",
         f"- Cameras: {', '.join(v.cameras)}; centre crop {v.crop_fraction:g} of the short side, "
         f"resized to {v.image_size}x{v.image_size} px",
-        f"- Instruction: byte-level tokenizer, {config.tokenizer.max_tokens} bytes merged {config.tokenizer.pool} "
-        f"at a time into {config.tokenizer.trunk_tokens} tokens, lowercase={config.tokenizer.lowercase}",
+        _instruction_line(config),
         f"- Trunk: {config.trunk.layers} layers x width {config.trunk.width}, {config.num_context_tokens} tokens",
         f"- Halting defaults: delta = {h.delta:g} ({h.metric}, relative={h.relative}), "
         f"k_min = {h.k_min}, k_max = {h.k_max}",

@@ -101,36 +101,66 @@ class VisionConfig:
 
 @dataclass(frozen=True)
 class TokenizerConfig:
-    """Byte-level instruction tokenizer (UTF-8 bytes + 1, id 0 = padding); nothing to download.
+    """How an instruction reaches the trunk.
 
-    max_tokens: instruction length in bytes; longer instructions are truncated, shorter ones padded.
+    kind: ``bytes``: UTF-8 bytes + 1 (id 0 = padding), embeddings learned from scratch, nothing to download;
+        ``wordllama``: WordLlama's pretrained, frozen 32,000 x 256 token embeddings and its tokenizer (read
+        from the installed ``wordllama`` wheel, see :mod:`dream_vla_ros.policy.wordllama`), projected and
+        pooled by learned attention into ``queries`` trunk tokens, so instructions of any length up to
+        ``max_tokens`` tokens cost the trunk the same.
+    max_tokens: instruction length in tokens (bytes for ``bytes``). Byte instructions longer than that are
+        truncated (old checkpoints); ``wordllama`` refuses them.
     lowercase: fold case before encoding (phrasings differ in case more often than in meaning).
-    pool: consecutive byte embeddings merged (concatenated, then one linear map) into one trunk token; the
-        trunk sees ``max_tokens / pool`` instruction tokens. 1 = one token per byte.
+    pool: ``bytes`` only: consecutive byte embeddings merged (concatenated, then one linear map) into one
+        trunk token; the trunk sees ``max_tokens / pool`` instruction tokens. 1 = one token per byte.
+    queries: ``wordllama`` only: instruction tokens the trunk sees (learned attention-pooling queries).
+    weights_sha256: ``wordllama`` only: SHA-256 of the embedding file the model was trained with; loading
+        with another file is refused.
     """
 
-    kind: Literal["bytes"] = "bytes"
+    kind: Literal["bytes", "wordllama"] = "bytes"
     max_tokens: int = 48
     lowercase: bool = True
     pool: int = 1
+    queries: int = 12
+    weights_sha256: str = ""
 
     def __post_init__(self) -> None:
         require(1 <= self.max_tokens <= 512, "max_tokens", f"must be in [1, 512], got {self.max_tokens}")
         require(self.pool >= 1, "pool", f"must be >= 1, got {self.pool}")
+        require(1 <= self.queries <= 64, "queries", f"must be in [1, 64], got {self.queries}")
         require(
-            self.max_tokens % self.pool == 0,
+            self.kind != "bytes" or self.max_tokens % self.pool == 0,
             "max_tokens",
             f"{self.max_tokens} is not a multiple of pool {self.pool}",
         )
 
     @property
     def vocab_size(self) -> int:
-        return 257
+        return 257 if self.kind == "bytes" else 32000
 
     @property
     def trunk_tokens(self) -> int:
-        """Instruction tokens the trunk attends over (bytes merged ``pool`` at a time)."""
-        return self.max_tokens // self.pool
+        """Instruction tokens the trunk attends over."""
+        return self.max_tokens // self.pool if self.kind == "bytes" else self.queries
+
+
+@dataclass(frozen=True)
+class GoalConfig:
+    """What a new goal is compared with before the model acts on it (:mod:`dream_vla_ros.policy.goals`).
+
+    known: (task, instruction) pairs the model was trained on (empty: every goal is accepted).
+    min_confidence: the default acceptance threshold on the best cosine similarity of a goal's sentence
+        embedding to a known instruction (measured at training time; the policy node's
+        ``min_goal_confidence`` parameter overrides it).
+    """
+
+    known: tuple[tuple[str, str], ...] = ()
+    min_confidence: float = 0.0
+
+    def __post_init__(self) -> None:
+        require(-1.0 <= self.min_confidence <= 1.0, "min_confidence",
+                f"must be in [-1, 1], got {self.min_confidence}")
 
 
 @dataclass(frozen=True)
@@ -342,6 +372,7 @@ class ModelConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
     envelope: JointEnvelope = field(default_factory=JointEnvelope)
+    goals: GoalConfig = field(default_factory=GoalConfig)
 
     def __post_init__(self) -> None:
         require(bool(self.preset), "preset", "must be non-empty")
@@ -403,7 +434,7 @@ def _sim() -> ModelConfig:
         dt=0.025,
         chunk_length=16,
         vision=VisionConfig(cameras=("corner",), image_size=96, stem_channels=(32, 64, 128), patch_size=2),
-        tokenizer=TokenizerConfig(max_tokens=48, pool=4),
+        tokenizer=TokenizerConfig(kind="wordllama", max_tokens=128, queries=12),
         trunk=TrunkConfig(width=128, layers=4, heads=4, mlp_ratio=4.0, mid_layer=2),
         decoder=DecoderConfig(width=96, heads=4, mlp_ratio=2.0, core_layers=1, bins=64),
         halting=HaltingConfig(delta=1e-3, k_max=12, k_min=2),

@@ -35,7 +35,7 @@ from dream_vla_ros.policy.model import (
 from dream_vla_ros.policy.normalization import Normalizer
 from dream_vla_ros.policy.observation import ChunkPrediction, Observation, chunk_predictions
 from dream_vla_ros.policy.preprocess import ModelInputs, prepare_inputs, scratchpad_noise
-from dream_vla_ros.policy.tokenizer import ByteTokenizer
+from dream_vla_ros.policy.tokenizer import make_tokenizer
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class TorchPolicy:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config: ModelConfig = model.config
-        self.tokenizer = ByteTokenizer(self.config.tokenizer)
+        self.tokenizer = make_tokenizer(self.config.tokenizer)
         self.normalizer = Normalizer.for_model(self.config)
         self.halting: HaltingConfig = halting or self.config.halting
         self.seed = seed

@@ -44,7 +44,7 @@ from dream_vla_ros.policy.preprocess import (
     random_shift,
 )
 from dream_vla_ros.policy.samples import TrainingSample
-from dream_vla_ros.policy.tokenizer import ByteTokenizer
+from dream_vla_ros.policy.tokenizer import make_tokenizer
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def collate(
     if augment and rng is None:
         raise InputError("collate: augmentation (shift_pixels, brightness, contrast) needs an rng")
     normalizer = Normalizer.for_model(config)
-    tokenizer = ByteTokenizer(config.tokenizer)
+    tokenizer = make_tokenizer(config.tokenizer)
     h, j = config.chunk_length, config.num_joints
     images, proprio, actions, masks = [], [], [], []
     for i, s in enumerate(samples):

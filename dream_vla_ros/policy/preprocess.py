@@ -27,7 +27,7 @@ from dream_vla_ros.errors import InputError
 from dream_vla_ros.policy.config import ModelConfig, VisionConfig
 from dream_vla_ros.policy.normalization import Normalizer
 from dream_vla_ros.policy.observation import Observation
-from dream_vla_ros.policy.tokenizer import ByteTokenizer
+from dream_vla_ros.policy.tokenizer import Tokenizer
 
 
 def prepare_image(image: np.ndarray, size: int, crop_fraction: float = 1.0, name: str = "image") -> np.ndarray:
@@ -137,7 +137,7 @@ class ModelInputs:
 
 
 def prepare_inputs(
-    observations: Sequence[Observation], config: ModelConfig, tokenizer: ByteTokenizer, normalizer: Normalizer
+    observations: Sequence[Observation], config: ModelConfig, tokenizer: Tokenizer, normalizer: Normalizer
 ) -> ModelInputs:
     """Observations -> :class:`ModelInputs`; anything untrustworthy raises InputError."""
     if not observations:

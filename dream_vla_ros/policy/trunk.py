@@ -1,7 +1,13 @@
 """Trunk: bidirectional transformer over [image tokens, instruction tokens, proprio token] (torch).
 
-No attention mask anywhere (dLLM-style, and export-friendly): instruction padding is a learned token like any
-other. With ``tokenizer.pool`` > 1, each run of ``pool`` byte embeddings is merged into one instruction token.
+No attention mask in the transformer (dLLM-style, and export-friendly). Instruction tokens come from one of:
+
+- byte tokens (``tokenizer.kind: bytes``): learned embeddings; padding is a learned token like any other; with
+  ``tokenizer.pool`` > 1, each run of ``pool`` byte embeddings is merged into one instruction token;
+- WordLlama tokens (``kind: wordllama``): the frozen pretrained table (a non-persistent buffer: never in the
+  checkpoint, read from the installed wheel and checked against ``tokenizer.weights_sha256``), a learned
+  projection to the trunk width, and ``tokenizer.queries`` learned queries that attend over the goal's tokens
+  with padding masked out, so any goal length gives the same number of trunk tokens.
 Returns the output of layer ``mid_layer`` (feeds the recurrent prelude) and the final normalised features (feed
 the core / the discrete decoder).
 """
@@ -20,9 +26,11 @@ class Trunk(nn.Module):
         super().__init__()
         t = config.trunk
         self.mid_layer = t.mid_layer
-        self.text_pool = config.tokenizer.pool
-        self.text_embed = nn.Embedding(config.tokenizer.vocab_size, t.width)
-        self.text_merge = nn.Linear(self.text_pool * t.width, t.width) if self.text_pool > 1 else None
+        words = config.tokenizer.kind == "wordllama"
+        self.text_words = WordPooling(config) if words else None
+        self.text_pool = config.tokenizer.pool  # byte tokens: the parameter names of the first checkpoints
+        self.text_embed = None if words else nn.Embedding(config.tokenizer.vocab_size, t.width)
+        self.text_merge = nn.Linear(self.text_pool * t.width, t.width) if self.text_pool > 1 and not words else None
         self.text_position = nn.Parameter(torch.zeros(config.tokenizer.trunk_tokens, t.width))
         self.proprio_embed = nn.Linear(config.num_joints, t.width)
         self.type_embed = nn.Parameter(torch.zeros(3, t.width))  # image, text, proprio
@@ -35,9 +43,12 @@ class Trunk(nn.Module):
         self, image_tokens: torch.Tensor, tokens: torch.Tensor, proprio: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """image_tokens [B, P, W], tokens [B, L] int64, proprio [B, J] normalised -> (mid, final) [B, T, W]."""
-        text = self.text_embed(tokens)
-        if self.text_merge is not None:  # [B, L, W] -> [B, L / pool, pool * W] -> [B, L / pool, W]
-            text = self.text_merge(text.unflatten(1, (-1, self.text_pool)).flatten(2))
+        if self.text_words is not None:
+            text = self.text_words(tokens)
+        else:
+            text = self.text_embed(tokens)
+            if self.text_merge is not None:  # [B, L, W] -> [B, L / pool, pool * W] -> [B, L / pool, W]
+                text = self.text_merge(text.unflatten(1, (-1, self.text_pool)).flatten(2))
         text = text + self.text_position + self.type_embed[1]
         prop = self.proprio_embed(proprio)[:, None, :] + self.type_embed[2]
         x = torch.cat([image_tokens + self.type_embed[0], text, prop], dim=1)
@@ -47,3 +58,28 @@ class Trunk(nn.Module):
             if i == self.mid_layer:
                 mid = x
         return mid, self.norm(x)
+
+
+class WordPooling(nn.Module):
+    """WordLlama ids [B, L] (0 = padding) -> [B, Q, W]: frozen table, projection, masked attention pooling."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        from dream_vla_ros.policy.wordllama import WEIGHTS_SHA256, embedding_table
+
+        table = torch.from_numpy(embedding_table(config.tokenizer.weights_sha256 or WEIGHTS_SHA256).copy())
+        width = config.trunk.width
+        self.register_buffer("table", table, persistent=False)  # fp16 [V, D], frozen
+        self.project = nn.Linear(table.shape[1], width)
+        self.norm = nn.LayerNorm(width)
+        self.queries = nn.Parameter(torch.zeros(config.tokenizer.queries, width))
+        self.scale = width**-0.5
+        nn.init.trunc_normal_(self.queries, std=0.02)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        words = self.project(self.table[tokens].float())  # [B, L, W]
+        keys = self.norm(words)
+        scores = torch.matmul(self.queries, keys.transpose(1, 2)) * self.scale  # [B, Q, L]
+        padding = (tokens == 0).unsqueeze(1).to(scores.dtype)  # [B, 1, L]
+        weights = torch.softmax(scores - 1e4 * padding, dim=-1)
+        return torch.matmul(weights, words)  # [B, Q, W]

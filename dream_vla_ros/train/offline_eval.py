@@ -83,7 +83,7 @@ def offline_eval(config: OfflineEvalConfig) -> dict[str, Any]:
     indices = episode_indices(dataset, config.split, config.val_fraction, config.seed)
     stride = action_stride(model.config.dt, dataset.meta.dt)
     sampler = ChunkSampler(list(dataset.episodes(indices)), model.config.chunk_length, stride)
-    builder = SampleBuilder(sampler, {c: c for c in model.config.vision.cameras}, {}, False)
+    builder = SampleBuilder(sampler, {c: c for c in model.config.vision.cameras}, None)
     objective = make_objective(model.config, seed=config.seed)
     count = min(config.samples, len(sampler))
     picks = np.linspace(0, len(sampler) - 1, count).astype(np.int64)

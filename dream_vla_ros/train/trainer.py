@@ -1,7 +1,8 @@
 """The training loop: a dataset directory in, a validated checkpoint directory out.
 
 One step = sample a batch of (observation, target chunk) pairs from the training episodes, augment (random
-image shift, random exposure per camera, a random training phrasing of the episode's task), compute the
+image shift, random exposure per camera, a random phrasing of the episode's task: its own or a generated
+paraphrase), compute the
 policy objective (the recurrent-depth recipe or masked discrete diffusion, see
 :mod:`dream_vla_ros.policy.objectives`), AdamW with warm-up + cosine decay and gradient clipping.
 
@@ -35,6 +36,7 @@ from dream_vla_ros.policy.normalization import fit_normalization
 from dream_vla_ros.policy.objectives import collate, make_objective
 from dream_vla_ros.policy.samples import TrainingSample
 from dream_vla_ros.train.dataset import ChunkSampler, Dataset, split_by_episode
+from dream_vla_ros.train.instructions import PhrasingPool, goal_config, phrasing_pool
 from dream_vla_ros.train.optimizer_state import load_training_state, save_training_state
 from dream_vla_ros.train.transfer import transfer_weights
 
@@ -51,7 +53,8 @@ class TrainConfig:
     decoder: override the preset's decoder kind ("" keeps it).
     steps: optimiser steps (the cosine schedule spans them); minutes: wall-clock budget (0 = none).
     shift_pixels: random-shift augmentation; brightness / contrast: random exposure per camera (offset and
-    gain ranges, see ``random_exposure``); vary_phrasing: draw a training phrasing of the task per sample.
+    gain ranges, see ``random_exposure``); vary_phrasing: draw a phrasing of the task per sample, from the
+    dataset's own and ``paraphrases`` generated ones per MT10 task (see :mod:`dream_vla_ros.train.instructions`).
     val_fraction: episodes held out per task for validation; eval_every / checkpoint_every: in steps.
     threads: torch CPU threads (0 = torch's default).
     """
@@ -73,6 +76,7 @@ class TrainConfig:
     brightness: float = 0.03
     contrast: float = 0.05
     vary_phrasing: bool = True
+    paraphrases: int = 400
     val_fraction: float = 0.1
     eval_every: int = 500
     eval_samples: int = 256
@@ -92,6 +96,7 @@ class TrainConfig:
         require(0 <= self.val_fraction < 1, "val_fraction", f"must be in [0, 1), got {self.val_fraction}")
         require(self.eval_every >= 1 and self.checkpoint_every >= 1, "eval_every", "intervals must be >= 1")
         require(self.decoder in ("", "recurrent", "discrete"), "decoder", "must be recurrent, discrete or empty")
+        require(self.paraphrases >= 0, "paraphrases", f"must be >= 0, got {self.paraphrases}")
 
 
 @dataclass
@@ -130,24 +135,21 @@ def learning_rate(step: int, config: TrainConfig, elapsed_s: float = 0.0) -> flo
 
 
 class SampleBuilder:
-    """Sampler indices -> training samples: the model's cameras picked from the dataset's, and (with
-    ``vary_phrasing`` and an rng) a random training phrasing of the sample's task."""
+    """Sampler indices -> training samples: the model's cameras picked from the dataset's, and (with a
+    phrasing pool and an rng) a random phrasing of the sample's task."""
 
-    def __init__(self, sampler: ChunkSampler, cameras: dict[str, str], phrasings: dict[str, list[str]],
-                 vary_phrasing: bool) -> None:
+    def __init__(self, sampler: ChunkSampler, cameras: dict[str, str], phrasings: PhrasingPool | None) -> None:
         self.sampler = sampler
         self.cameras = cameras  # model camera name -> dataset camera name
         self.phrasings = phrasings
-        self.vary_phrasing = vary_phrasing
 
     def samples(self, indices: np.ndarray, rng: np.random.Generator | None) -> list[TrainingSample]:
         out = []
         for k in indices:
             s = self.sampler[int(k)]
             instruction = s.instruction
-            options = self.phrasings.get(s.task, [])
-            if self.vary_phrasing and rng is not None and options:
-                instruction = options[int(rng.integers(len(options)))]
+            if self.phrasings is not None and rng is not None:
+                instruction = self.phrasings.draw(s.task, rng) or instruction
             images = {model_cam: s.images[data_cam] for model_cam, data_cam in self.cameras.items()}
             out.append(TrainingSample(images, s.proprio, instruction, s.actions, s.mask))
         return out
@@ -163,10 +165,18 @@ def _model_config(config: TrainConfig, dataset: Dataset) -> ModelConfig:
     missing = [c for c in cameras if c not in meta.cameras]
     if missing:
         raise ConfigError(f"cameras: {', '.join(missing)} not in the dataset (it has {', '.join(meta.cameras)})")
+    tokenizer = model_config.tokenizer
+    if tokenizer.kind == "wordllama" and not tokenizer.weights_sha256:
+        from dream_vla_ros.policy.wordllama import WEIGHTS_SHA256
+
+        tokenizer = dataclasses.replace(tokenizer, weights_sha256=WEIGHTS_SHA256)
+    train_phrasings = {task: list(split.get("train", [])) for task, split in meta.phrasings.items()}
     return dataclasses.replace(
         model_config,
         joint_names=tuple(meta.joint_names),
         vision=dataclasses.replace(model_config.vision, cameras=cameras),
+        tokenizer=tokenizer,
+        goals=goal_config(train_phrasings, config.paraphrases if config.vary_phrasing else 0),
     )
 
 
@@ -223,9 +233,10 @@ def train(config: TrainConfig, progress: Callable[[int, dict[str, float]], None]
                 log(line)
     model.to(config.device).train()
     cameras = {cam: cam for cam in model_config.vision.cameras}
-    phrasings = {task: list(split.get("train", [])) for task, split in meta.phrasings.items()}
-    batcher = SampleBuilder(sampler, cameras, phrasings, config.vary_phrasing)
-    val_batcher = SampleBuilder(val_sampler, cameras, phrasings, False) if val_sampler is not None else None
+    own = {task: list(split.get("train", [])) for task, split in meta.phrasings.items()}
+    pool = phrasing_pool(own, config.paraphrases, config.seed) if config.vary_phrasing else None
+    batcher = SampleBuilder(sampler, cameras, pool)
+    val_batcher = SampleBuilder(val_sampler, cameras, None) if val_sampler is not None else None
     objective = make_objective(model_config, seed=config.seed)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]

@@ -283,3 +283,20 @@ def test_tensorrt_ep_caches_one_folder_per_graph_digest(trained, tmp_path, monke
         assert ("trt_timing_cache_path" in requested[role]) == timing_path
         assert f"preparing the TensorRT EP engine for {role} (built on a cache miss: minutes)" in progress
     assert requested["encode"]["trt_engine_cache_path"] != requested["step"]["trt_engine_cache_path"]
+
+
+def test_wordllama_instruction_encoder_export_matches_torch(tmp_path):
+    """The frozen WordLlama table travels inside the exported encode graph; goals of different lengths (padding
+    masked out) decode as in torch."""
+    torch.manual_seed(2)
+    tokenizer = dataclasses.replace(preset("tiny").tokenizer, kind="wordllama", max_tokens=32, queries=4)
+    model = build_model(dataclasses.replace(preset("tiny"), tokenizer=tokenizer), load_pretrained=False).eval()
+    export_model(None, tmp_path / "onnx", model=model)
+    engine, policy = OnnxRuntimeEngine(tmp_path / "onnx", threads=1), TorchPolicy(model)
+    observations = _observations(model.config, 4)
+    goals = ["open the drawer", "Could you please push the red puck onto the goal for me?", "reach", "x " * 20]
+    observations = [dataclasses.replace(o, instruction=g) for o, g in zip(observations, goals, strict=True)]
+    inputs = policy.prepare(observations)
+    want, got = policy.decode(inputs), engine.decode(inputs)
+    np.testing.assert_array_equal(got.iterations, want.iterations)
+    np.testing.assert_allclose(got.actions, want.actions, atol=1e-5)
