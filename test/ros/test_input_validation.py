@@ -285,6 +285,7 @@ def test_decode_error_clears_without_inference(rig: Rig):
 def test_goal_flood_logs_throttled(rig: Rig):
     """300 goal changes (every third one empty) in about 3 s: the policy stays up, writes a few dozen log
     lines at most, holds on the final empty goal and runs again on a new one."""
+    rig.set_goal(GOAL)  # a rerun starts after the flood's final empty goal
     running(rig, rig.now() - 0.5, timeout=40.0)
     goal_flood(rig)
     rig.wait(lambda: rig.mode() == "holding" and rig.at_rest(), what="hold on the final empty goal")

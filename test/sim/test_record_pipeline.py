@@ -94,7 +94,7 @@ def test_expert_over_ros_is_recorded_built_trained_and_drives_the_arm(tmp_path):
     assert model.config.joint_names == JOINT_NAMES and model.config.vision.cameras == ("corner",)
 
     # The trained model drives the simulated arm closed loop through ROS 2.
-    config = ev.EvalConfig(model=str(model_dir), tasks=(TASK,), episodes=1, max_steps=120,
+    config = ev.EvalConfig(model=str(model_dir), tasks=(TASK,), episodes=1, max_steps=200,
                            domain_id=allocate_domain_id())
     overrides = ev.policy_overrides(config, ev.ADAPTIVE, tmp_path / "profile.jsonl")
     overrides["sim_arm"].update(width=SIZE, height=SIZE)

@@ -67,3 +67,35 @@ def test_threshold_keeps_the_accept_rate_and_refuses_the_most(accept, refuse):
         assert max(refuse) < threshold <= min(accept)
     else:
         assert rates["accepted"] >= 0.9 or threshold < min(accept)
+
+
+def test_roc_report_table_and_plot(scorer, tmp_path):
+    from dream_vla_ros.train.goal_report import goal_sets, roc_report
+
+    accept, refuse = goal_sets(scorer, UNRELATED)
+    assert len(accept["held-out phrasings"]) == 20 and len(refuse["other unrelated goals"]) == len(UNRELATED)
+    table = roc_report(scorer, accept, refuse, tmp_path / "roc.png")
+    default = next(line for line in table.splitlines() if "(default)" in line)
+    cells = [c.strip() for c in default.strip("|").split("|")]
+    assert cells[1:3] == ["100.0%", "100.0%"] and cells[-1] == "100.0%"  # train, held-out accepted; test refused
+    assert (tmp_path / "roc.png").stat().st_size > 10_000
+
+
+def test_goal_check_command_prints_one_json_object_per_goal(tmp_path):
+    import dataclasses
+    import json
+    import subprocess
+    import sys
+
+    from dream_vla_ros.policy.checkpoint import save_checkpoint
+    from dream_vla_ros.policy.config import GoalConfig, preset
+    from dream_vla_ros.policy.model import build_model
+
+    config = dataclasses.replace(preset("tiny"), goals=GoalConfig((("drawer-open", "open the drawer"),), 0.6))
+    model = save_checkpoint(build_model(config), tmp_path / "m")
+    out = subprocess.run([sys.executable, "-m", "dream_vla_ros.cli", "goal-check", "--model", str(model),
+                          "please open the drawer", "make me a coffee"], capture_output=True, text=True, timeout=120,
+                         check=True).stdout.splitlines()
+    first, second = (json.loads(line) for line in out)
+    assert first["accepted"] and first["nearest_instruction"] == "open the drawer" and first["threshold"] == 0.6
+    assert not second["accepted"] and second["confidence"] < 0.6 and "not understood" in second["reason"]
