@@ -143,4 +143,3 @@ def test_config_checks():
         SimArmConfig(task="juggle")
     with JointArm(SimArmConfig(width=32, height=32)) as fresh, pytest.raises(InputError, match="reset"):
         fresh.step(np.zeros(8))
-
