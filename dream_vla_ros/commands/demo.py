@@ -4,13 +4,16 @@ model completing a sequence of language goals.
 Starts the graph of config/sim_arm.yaml as separate processes in a private ROS domain, then for each task
 resets the simulated arm to a seeded episode, publishes the task's instruction as the language goal on /goal,
 and waits until the arm reports success or the episode runs out (500 steps of 12.5 ms). Prints per goal:
-success, steps, the recurrent-core iterations k and the observation-to-chunk latency. --gif saves the camera
-view with the instruction overlaid.
+success, steps, the recurrent-core iterations k and the observation-to-chunk latency. Then it sends a goal the
+model was not trained for (--refuse, "make me a coffee" by default) and prints the policy node's verdict: refused,
+with the closest known instruction, and the arm holding still. --gif saves the camera view with the instruction
+overlaid.
 
 examples:
   dream-vla-ros demo
   dream-vla-ros demo --tasks drawer-open,window-close --gif runs/demo.gif
   dream-vla-ros demo --model runs/train/my_model --phrasings heldout
+  dream-vla-ros demo --refuse "fold the laundry" --refuse ""   # '' skips the refusal step
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=100_000, help="seed of the first episode (goal i: seed + i)")
     parser.add_argument("--phrasings", choices=("train", "heldout"), default="train", help="instruction phrasings")
     parser.add_argument("--max-steps", type=int, default=500, help="physics steps (12.5 ms) per goal")
+    parser.add_argument("--refuse", default="make me a coffee", metavar="GOAL",
+                        help="a goal sent after the task goals, to show the node refusing what the model does not "
+                             "understand ('' skips it)")
     parser.add_argument("--gif", default="", metavar="PATH", help="save the camera view with the instructions")
     parser.add_argument("--device", default="cpu", help="policy backend device (cpu, cuda)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of the policy backend")
@@ -108,6 +114,23 @@ class GifRecorder:
         return len(self.frames)
 
 
+def show_refusal(session, goal: str) -> None:
+    """Send ``goal``, print the policy node's verdict, and how far the arm moved in the second after it."""
+    import time
+
+    import numpy as np
+
+    print(f"goal: {goal!r} (not a task the model was trained for)", flush=True)
+    verdict = session.judge_goal(goal)
+    before = session.joint_positions()
+    time.sleep(1.0)
+    moved = float(np.max(np.abs(session.joint_positions() - before))) if before is not None else float("nan")
+    word = "accepted" if verdict["accepted"] else "refused"
+    print(f"  -> {word}: confidence {verdict['confidence']:.2f}, closest known {verdict['nearest_instruction']!r}; "
+          f"the arm moved {moved:.4f} rad in the next second", flush=True)
+    session.set_goal("")
+
+
 def main(args: argparse.Namespace) -> int:
     import sys
     import tempfile
@@ -154,6 +177,8 @@ def main(args: argparse.Namespace) -> int:
             pace = f"; real-time factor {result.real_time_factor:g}, {result.lag_events} lag events"
             print(f"  -> {outcome}; {len(result.k)} chunks, k mean {k:.1f}, latency median {latency:.0f} ms{pace}"
                   if k is not None and latency is not None else f"  -> {outcome}; no chunk received{pace}", flush=True)
+        if args.refuse:
+            show_refusal(session, args.refuse)
     except Exception:
         if session.processes is not None:
             print(session.outputs(), file=sys.stderr)

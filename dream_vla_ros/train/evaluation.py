@@ -396,6 +396,8 @@ class RosSession:
         goal = "/goal"
         if self.has_policy:
             policy = names["policy_node"]
+            policy_ns = f"/{policy.namespace.strip('/')}" if policy.namespace else ""
+            self.goal_status_topic = f"{policy_ns}/{policy.name}/goal_status"
             policy_values = {**node_section(data, "policy_node", str(self.bringup.config_file)), **policy.parameters}
             goal = _topic(str(policy_values.get("goal_topic", "goal")), "goal")
         self.goal_topic = goal
@@ -410,10 +412,11 @@ class RosSession:
             servo = values.get("servo") if isinstance(values.get("servo"), dict) else {}
             self.jog_topic = str(values.get("servo.command_topic", servo.get("command_topic",
                                                                                 "/servo_node/delta_joint_cmds")))
-            self.joint_states_topic = str(sim_values.get("joint_states_topic", "/joint_states"))
+        self.joint_states_topic = str(sim_values.get("joint_states_topic", "/joint_states"))
         self.processes = None
         self._context = None
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._verdicts: queue.Queue[dict[str, Any]] = queue.Queue()
         self._frame_sink: Callable[[Any], None] | None = None
         self._frame_sub = None
         self._spinner: threading.Thread | None = None
@@ -457,6 +460,8 @@ class RosSession:
         self._executor.add_node(self.node)
         self._goal_pub = self.node.create_publisher(String, self.goal_topic, qos.GOAL)
         self.node.create_subscription(String, f"{self.sim_name}/episode", self._on_event, EPISODE_QOS)
+        if self.has_policy:
+            self.node.create_subscription(String, self.goal_status_topic, self._on_verdict, qos.GOAL)
         from rcl_interfaces.srv import SetParameters
         from std_srvs.srv import Trigger
 
@@ -470,7 +475,12 @@ class RosSession:
 
         from dream_vla_ros.nodes.polling import PolledInputs
 
-        self._clock = PolledInputs(self.node, "clock").subscribe(Clock, "/clock", QoSProfile(depth=1))
+        polled = PolledInputs(self.node, "polled")
+        self._clock = polled.subscribe(Clock, "/clock", QoSProfile(depth=1))
+        from sensor_msgs.msg import JointState
+
+        self._joint_states = polled.subscribe(JointState, self.joint_states_topic, qos.SENSOR)
+        self._positions: np.ndarray | None = None
         self._spinner = threading.Thread(target=self._spin, name="eval-client", daemon=True)
         self._spinner.start()
         deadline = time.monotonic() + timeout
@@ -552,6 +562,24 @@ class RosSession:
 
         self._goal_pub.publish(String(data=text))
 
+    def _on_verdict(self, msg) -> None:
+        with contextlib.suppress(json.JSONDecodeError):
+            self._verdicts.put(json.loads(msg.data))
+
+    def judge_goal(self, text: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Publish ``text`` as the goal and return the policy node's verdict on it (its ``~/goal_status``)."""
+        self.set_goal(text)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                verdict = self._verdicts.get(timeout=0.05)
+            except queue.Empty:
+                self._check_alive()
+                continue
+            if verdict.get("goal") == text[:200]:
+                return verdict
+        raise DreamVlaError(f"no verdict on the goal {text[:60]!r} within {timeout:.0f} s ({self.goal_status_topic})")
+
     def _set_sim_parameters(self, values: dict[str, Any]) -> None:
         from rcl_interfaces.srv import SetParameters
         from rclpy.parameter import Parameter
@@ -594,6 +622,13 @@ class RosSession:
         if not answer.success:
             raise DreamVlaError(f"{self.executor_name}/{service} failed: {answer.message}")
         return answer.message
+
+    def joint_positions(self) -> np.ndarray | None:
+        """The arm's newest joint positions (its ``joint_states_topic``), or None before the first."""
+        msg = self._joint_states.take_newest()
+        if msg is not None:
+            self._positions = np.array(msg.position, dtype=np.float64)
+        return self._positions
 
     def sim_time(self) -> float | None:
         """The newest ``/clock`` time (seconds), or None while the arm runs on the wall clock."""

@@ -55,6 +55,9 @@ def test_tiny_policy_drives_the_simulated_arm_through_ros(tiny_sawyer_model, tmp
             session.set_real_time_factor(-1.0)
         results.append(ev.run_policy_episode(session, config, profile, "reach", config.seed + 1, 1,
                                              on_start=starts.append, real_time_factor=0.8))
+        verdict = session.judge_goal("make me a coffee")  # this model records no instructions: not checked
+        assert verdict["accepted"] and not verdict["checked"] and session.joint_positions().shape == (8,)
+        session.set_goal("")
         time.sleep(0.2)
         session._check_alive()  # no node crashed
         if any(r.note for r in results):
