@@ -66,17 +66,18 @@ class GoalScorer:
         self.min_confidence = float(min_confidence)
         self.max_tokens = int(max_tokens)
         self.known = tuple((str(t), str(i)) for t, i in known)
-        rows = table.astype(np.float32)
-        rows = rows - rows.mean(axis=0)
-        self._rows = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-6)
+        self._table = table  # fp16, shared with the model's copy; rows are centred and normalised when used
+        self._mean = sum(table[i:i + 4096].astype(np.float32).sum(axis=0) for i in range(0, len(table), 4096))
+        self._mean = (self._mean / len(table)).astype(np.float32)
         vectors = [self._vectors(instruction) for _, instruction in self.known]
-        self._known_rows = np.concatenate(vectors) if vectors else np.zeros((0, rows.shape[1]), np.float32)
+        self._known_rows = np.concatenate(vectors) if vectors else np.zeros((0, table.shape[1]), np.float32)
         self._owner = np.repeat(np.arange(len(vectors)), [len(v) for v in vectors])
         self._sizes = np.array([len(v) for v in vectors], dtype=np.float32)
 
     def _vectors(self, text: str) -> np.ndarray:
         ids = self._token_ids(normalize_instruction(text))
-        return self._rows[ids] if ids else np.zeros((0, self._rows.shape[1]), np.float32)
+        rows = self._table[ids].astype(np.float32) - self._mean
+        return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-6)
 
     def coverage(self, goal: str) -> np.ndarray:
         """Coverage of every known instruction by ``goal`` [len(known)]."""
