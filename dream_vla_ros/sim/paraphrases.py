@@ -153,10 +153,17 @@ def paraphrase(task: str, rng: random.Random, typo_rate: float = 0.15) -> str:
     """One generated phrasing of ``task`` (never a held-out phrasing, at most :data:`MAX_CHARS` characters)."""
     options = templates(task)
     while True:
-        core = rng.choice(options)
+        text = decorate(rng.choice(options), rng, typo_rate)
+        if normalize(text) not in _heldout_sentences():
+            return text
+
+
+def decorate(core: str, rng: random.Random, typo_rate: float = 0.15) -> str:
+    """``core`` as an operator might type it: politeness and filler, an optional preamble, typos, punctuation
+    and casing (at most :data:`MAX_CHARS` characters; any instruction, not only MT10's)."""
+    for _ in range(100):
         prefix = rng.choice(_PREFIXES)
-        suffix = rng.choice(_SUFFIXES)
-        text = prefix + core + suffix
+        text = prefix + core + rng.choice(_SUFFIXES)
         if rng.random() < 0.1:
             text = "".join(rng.sample(_PREAMBLES, rng.choice((1, 1, 2, 3)))) + text
         if rng.random() < typo_rate:
@@ -173,8 +180,9 @@ def paraphrase(task: str, rng: random.Random, typo_rate: float = 0.15) -> str:
         elif end < 0.35:
             text += "!"
         text = _casing(text, rng)
-        if len(text) <= MAX_CHARS and normalize(text) not in _heldout_sentences():
+        if len(text) <= MAX_CHARS:
             return text
+    return core  # a core too long for any decoration
 
 
 def phrasing_family(task: str, count: int, seed: int = 0) -> list[str]:

@@ -7,8 +7,9 @@ instructions it was trained on (its :class:`~dream_vla_ros.policy.config.GoalCon
 - **Known instructions**: the dataset's training phrasings and the first :data:`KNOWN_PER_TASK` generated
   ones per task (plain templates first); the goal scorer compares new goals with them.
 - **Default threshold**: chosen between the scores of fresh generated phrasings (another seed than
-  training's) and :data:`~dream_vla_ros.policy.goals.CALIBRATION_UNRELATED`; held-out phrasings are never
-  used, they stay an evaluation set.
+  training's; for tasks outside MT10, the dataset's own phrasings with politeness, filler, typos and casing)
+  and :data:`~dream_vla_ros.policy.goals.CALIBRATION_UNRELATED`; held-out phrasings are never used, they stay
+  an evaluation set.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from dream_vla_ros.policy.config import GoalConfig
-from dream_vla_ros.sim.paraphrases import paraphrase, phrasing_family
+from dream_vla_ros.sim.paraphrases import decorate, paraphrase, phrasing_family
 from dream_vla_ros.sim.tasks import TASKS
 
 CANONICAL_SHARE = 0.3
@@ -61,7 +62,10 @@ def goal_config(train_phrasings: Mapping[str, Sequence[str]], paraphrases: int) 
         return GoalConfig()
     scorer = GoalScorer(known, 0.0)
     rng = random.Random(CALIBRATION_SEED)
-    fresh = [paraphrase(task, rng) for task in train_phrasings if task in TASKS for _ in range(CALIBRATION_PER_TASK)]
-    accept = [scorer.verdict(g).confidence for g in fresh or [p for _, p in known]]  # no MT10 task: its own
+    fresh = []
+    for task, own in train_phrasings.items():  # MT10 tasks: generated phrasings; others: their own, decorated
+        for _ in range(CALIBRATION_PER_TASK if own or task in TASKS else 0):
+            fresh.append(paraphrase(task, rng) if task in TASKS else decorate(rng.choice(list(own)), rng))
+    accept = [scorer.verdict(g).confidence for g in fresh]
     refuse = [scorer.verdict(g).confidence for g in CALIBRATION_UNRELATED]
     return GoalConfig(known=tuple(known), min_confidence=choose_threshold(accept, refuse))

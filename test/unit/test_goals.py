@@ -99,3 +99,13 @@ def test_goal_check_command_prints_one_json_object_per_goal(tmp_path):
     first, second = (json.loads(line) for line in out)
     assert first["accepted"] and first["nearest_instruction"] == "open the drawer" and first["threshold"] == 0.6
     assert not second["accepted"] and second["confidence"] < 0.6 and "not understood" in second["reason"]
+
+
+def test_a_dataset_outside_mt10_gets_a_threshold_from_its_own_phrasings_typed_freely():
+    goals = goal_config({"pick-block": ["pick up the block"], "stack": ["stack the red cube on the blue one"]}, 400)
+    assert goals.known == (("pick-block", "pick up the block"), ("stack", "stack the red cube on the blue one"))
+    scorer = GoalScorer(goals.known, goals.min_confidence)
+    assert scorer.verdict("Robot, could you please PICK UP THE BLOCK for me?").accepted
+    assert scorer.verdict("stack the red cube on the blue one carefully").nearest_task == "stack"
+    refused = [g for g in UNRELATED if not scorer.verdict(g).accepted]
+    assert len(refused) >= 0.9 * len(UNRELATED)
