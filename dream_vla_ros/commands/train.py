@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--paraphrases", type=int, default=400, metavar="N",
                         help="generated phrasings per MT10 task that samples may carry besides the dataset's own "
                              "(0: only the dataset's; held-out phrasings are never generated)")
+    parser.add_argument("--train-only", default="", metavar="PREFIXES",
+                        help="comma list of parameter-name prefixes that train, the rest frozen (e.g. "
+                             "trunk.text_words: a new instruction encoder for an --init model, its skills kept)")
     parser.add_argument("--eval-every", type=int, default=500, help="validation interval in steps")
     parser.add_argument("--checkpoint-every", type=int, default=1000, help="checkpoint interval in steps")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -61,6 +64,7 @@ def main(args: argparse.Namespace) -> int:
         steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
         warmup_steps=args.warmup_steps, shift_pixels=args.shift_pixels, brightness=args.brightness,
         contrast=args.contrast, paraphrases=args.paraphrases, eval_every=args.eval_every,
+        train_only=tuple(p.strip() for p in args.train_only.split(",") if p.strip()),
         checkpoint_every=args.checkpoint_every, seed=args.seed, threads=args.threads, device=args.device,
     )
     bar = tqdm(total=config.steps, disable=args.no_progress, unit="step", dynamic_ncols=True)

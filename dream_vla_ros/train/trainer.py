@@ -55,6 +55,8 @@ class TrainConfig:
     shift_pixels: random-shift augmentation; brightness / contrast: random exposure per camera (offset and
     gain ranges, see ``random_exposure``); vary_phrasing: draw a phrasing of the task per sample, from the
     dataset's own and ``paraphrases`` generated ones per MT10 task (see :mod:`dream_vla_ros.train.instructions`).
+    train_only: parameter-name prefixes that train (empty: all); the rest stays as ``init`` left it, e.g.
+    ``("trunk.text_words", )`` teaches a new instruction encoder to a model without changing its skills.
     val_fraction: episodes held out per task for validation; eval_every / checkpoint_every: in steps.
     threads: torch CPU threads (0 = torch's default).
     """
@@ -77,6 +79,7 @@ class TrainConfig:
     contrast: float = 0.05
     vary_phrasing: bool = True
     paraphrases: int = 400
+    train_only: tuple[str, ...] = ()
     val_fraction: float = 0.1
     eval_every: int = 500
     eval_samples: int = 256
@@ -109,6 +112,18 @@ class TrainResult:
     samples_per_second: float
     final: dict[str, float]
     interrupted: bool = False
+
+
+def trainable_parameters(model: VlaModel, prefixes: tuple[str, ...]) -> list[torch.nn.Parameter]:
+    """The parameters whose names start with one of ``prefixes`` (all when empty); the others are frozen."""
+    chosen = []
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(not prefixes or name.startswith(prefixes))
+        if parameter.requires_grad:
+            chosen.append(parameter)
+    if not chosen:
+        raise ConfigError(f"train_only: no parameter name starts with {', '.join(prefixes)}")
+    return chosen
 
 
 def action_stride(model_dt: float, dataset_dt: float) -> int:
@@ -238,8 +253,9 @@ def train(config: TrainConfig, progress: Callable[[int, dict[str, float]], None]
     batcher = SampleBuilder(sampler, cameras, pool)
     val_batcher = SampleBuilder(val_sampler, cameras, None) if val_sampler is not None else None
     objective = make_objective(model_config, seed=config.seed)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    trained = trainable_parameters(model, config.train_only)
+    decay = [p for p in trained if p.ndim >= 2]
+    no_decay = [p for p in trained if p.ndim < 2]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=config.lr,

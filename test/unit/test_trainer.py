@@ -10,6 +10,7 @@ import pytest
 import torch
 from synthetic_data import JOINTS, synthetic_dataset
 
+from dream_vla_ros.errors import ConfigError
 from dream_vla_ros.policy.checkpoint import load_checkpoint
 from dream_vla_ros.policy.inference import TorchPolicy
 from dream_vla_ros.policy.model import VlaModel
@@ -163,3 +164,14 @@ def test_the_checkpoint_records_the_joint_envelope_of_its_data_and_of_the_model_
     envelope = load_checkpoint(tuned.out).config.envelope  # the union: it still knows the first range
     np.testing.assert_allclose(envelope.position_min, [0.0] * 3, atol=1e-6)
     np.testing.assert_allclose(envelope.position_max, [1.24] * 3, atol=1e-6)
+
+
+def test_train_only_changes_the_named_parameters_and_nothing_else(dataset, tmp_path):
+    first = train(config(dataset, tmp_path / "first", steps=5), log=lambda _: None)
+    tuned = train(config(dataset, tmp_path / "tuned", steps=10, init=str(first.out), train_only=("trunk.text_",)),
+                  log=lambda _: None)
+    before, after = load_checkpoint(first.out).state_dict(), load_checkpoint(tuned.out).state_dict()
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and all(name.startswith("trunk.text_") for name in changed), changed
+    with pytest.raises(ConfigError, match="train_only"):
+        train(config(dataset, tmp_path / "none", steps=1, train_only=("no.such.layer",)), log=lambda _: None)
