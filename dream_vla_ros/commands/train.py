@@ -44,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-only", default="", metavar="PREFIXES",
                         help="comma list of parameter-name prefixes that train, the rest frozen (e.g. "
                              "trunk.text_words: a new instruction encoder for an --init model, its skills kept)")
+    parser.add_argument("--language-teacher", default="", metavar="CKPT",
+                        help="first teach the WordLlama instruction encoder to reproduce this checkpoint's "
+                             "instruction tokens, on text alone (with --init CKPT --train-only trunk.text_words: "
+                             "a new encoder for a trained model, its skills kept)")
+    parser.add_argument("--distill-steps", type=int, default=2000, help="steps of --language-teacher")
     parser.add_argument("--eval-every", type=int, default=500, help="validation interval in steps")
     parser.add_argument("--checkpoint-every", type=int, default=1000, help="checkpoint interval in steps")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -65,6 +70,7 @@ def main(args: argparse.Namespace) -> int:
         warmup_steps=args.warmup_steps, shift_pixels=args.shift_pixels, brightness=args.brightness,
         contrast=args.contrast, paraphrases=args.paraphrases, eval_every=args.eval_every,
         train_only=tuple(p.strip() for p in args.train_only.split(",") if p.strip()),
+        language_teacher=args.language_teacher, distill_steps=args.distill_steps,
         checkpoint_every=args.checkpoint_every, seed=args.seed, threads=args.threads, device=args.device,
     )
     bar = tqdm(total=config.steps, disable=args.no_progress, unit="step", dynamic_ncols=True)

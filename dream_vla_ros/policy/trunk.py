@@ -6,8 +6,9 @@ No attention mask in the transformer (dLLM-style, and export-friendly). Instruct
   ``tokenizer.pool`` > 1, each run of ``pool`` byte embeddings is merged into one instruction token;
 - WordLlama tokens (``kind: wordllama``): the frozen pretrained table (a non-persistent buffer: never in the
   checkpoint, read from the installed wheel and checked against ``tokenizer.weights_sha256``), a learned
-  projection to the trunk width, and ``tokenizer.queries`` learned queries that attend over the goal's tokens
-  with padding masked out, so any goal length gives the same number of trunk tokens.
+  projection to the trunk width, ``tokenizer.queries`` learned queries that attend over the goal's tokens
+  with padding masked out (any goal length gives the same number of trunk tokens), and a small MLP per
+  pooled token (residual), so each query can produce whatever token the trunk reads.
 Returns the output of layer ``mid_layer`` (feeds the recurrent prelude) and the final normalised features (feed
 the core / the discrete decoder).
 """
@@ -43,13 +44,7 @@ class Trunk(nn.Module):
         self, image_tokens: torch.Tensor, tokens: torch.Tensor, proprio: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """image_tokens [B, P, W], tokens [B, L] int64, proprio [B, J] normalised -> (mid, final) [B, T, W]."""
-        if self.text_words is not None:
-            text = self.text_words(tokens)
-        else:
-            text = self.text_embed(tokens)
-            if self.text_merge is not None:  # [B, L, W] -> [B, L / pool, pool * W] -> [B, L / pool, W]
-                text = self.text_merge(text.unflatten(1, (-1, self.text_pool)).flatten(2))
-        text = text + self.text_position + self.type_embed[1]
+        text = self.instruction_tokens(tokens) + self.text_position + self.type_embed[1]
         prop = self.proprio_embed(proprio)[:, None, :] + self.type_embed[2]
         x = torch.cat([image_tokens + self.type_embed[0], text, prop], dim=1)
         mid = x
@@ -58,6 +53,15 @@ class Trunk(nn.Module):
             if i == self.mid_layer:
                 mid = x
         return mid, self.norm(x)
+
+    def instruction_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Instruction ids [B, L] -> the trunk's instruction tokens [B, trunk_tokens, W] (before positions)."""
+        if self.text_words is not None:
+            return self.text_words(tokens)
+        text = self.text_embed(tokens)
+        if self.text_merge is not None:  # [B, L, W] -> [B, L / pool, pool * W] -> [B, L / pool, W]
+            text = self.text_merge(text.unflatten(1, (-1, self.text_pool)).flatten(2))
+        return text
 
 
 class WordPooling(nn.Module):
@@ -73,6 +77,8 @@ class WordPooling(nn.Module):
         self.project = nn.Linear(table.shape[1], width)
         self.norm = nn.LayerNorm(width)
         self.queries = nn.Parameter(torch.zeros(config.tokenizer.queries, width))
+        self.mix = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 2 * width), nn.GELU(),
+                                 nn.Linear(2 * width, width))
         self.scale = width**-0.5
         nn.init.trunc_normal_(self.queries, std=0.02)
 
@@ -82,4 +88,5 @@ class WordPooling(nn.Module):
         scores = torch.matmul(self.queries, keys.transpose(1, 2)) * self.scale  # [B, Q, L]
         padding = (tokens == 0).unsqueeze(1).to(scores.dtype)  # [B, 1, L]
         weights = torch.softmax(scores - 1e4 * padding, dim=-1)
-        return torch.matmul(weights, words)  # [B, Q, W]
+        pooled = torch.matmul(weights, words)  # [B, Q, W]
+        return pooled + self.mix(pooled + self.queries)  # per query: any token the trunk may need

@@ -175,3 +175,14 @@ def test_train_only_changes_the_named_parameters_and_nothing_else(dataset, tmp_p
     assert changed and all(name.startswith("trunk.text_") for name in changed), changed
     with pytest.raises(ConfigError, match="train_only"):
         train(config(dataset, tmp_path / "none", steps=1, train_only=("no.such.layer",)), log=lambda _: None)
+
+
+def test_fine_tuning_keeps_the_normalisation_its_weights_were_trained_with(tmp_path):
+    first = train(config(_ramp_dataset(tmp_path / "low", 0.0), tmp_path / "first", steps=2, val_fraction=0.0),
+                  log=lambda _: None)
+    tuned = train(config(_ramp_dataset(tmp_path / "high", 1.0), tmp_path / "tuned", steps=2, val_fraction=0.0,
+                         init=str(first.out)), log=lambda _: None)
+    fresh = train(config(_ramp_dataset(tmp_path / "high2", 1.0), tmp_path / "fresh", steps=2, val_fraction=0.0),
+                  log=lambda _: None)
+    kept, refit = load_checkpoint(tuned.out).config.normalization, load_checkpoint(fresh.out).config.normalization
+    assert kept == load_checkpoint(first.out).config.normalization != refit
