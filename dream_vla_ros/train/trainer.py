@@ -93,7 +93,8 @@ class TrainConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        require(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+        require(self.steps >= 1 or (self.steps == 0 and bool(self.language_teacher)), "steps",
+                f"must be >= 1 (0 only with language_teacher: the distillation alone), got {self.steps}")
         require(self.minutes >= 0, "minutes", f"must be >= 0, got {self.minutes}")
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")

@@ -186,3 +186,9 @@ def test_fine_tuning_keeps_the_normalisation_its_weights_were_trained_with(tmp_p
                   log=lambda _: None)
     kept, refit = load_checkpoint(tuned.out).config.normalization, load_checkpoint(fresh.out).config.normalization
     assert kept == load_checkpoint(first.out).config.normalization != refit
+
+
+def test_zero_steps_only_with_a_language_teacher():
+    with pytest.raises(ConfigError, match="0 only with language_teacher"):
+        TrainConfig(dataset="d", out="o", steps=0)
+    assert TrainConfig(dataset="d", out="o", steps=0, language_teacher="models/old").steps == 0
