@@ -9,8 +9,8 @@ instruction's words in the goal); synonyms score by their pretrained similarity;
 ("make me a coffee") covers no instruction well. The same scorer serves every checkpoint kind (byte-token
 models too), so it needs the ``wordllama`` files but not the model.
 
-Measured on the shipped model's instructions: see ``models/metaworld_mt10/MODEL_CARD.md`` (the ROC of
-``min_confidence``) and :data:`CALIBRATION_UNRELATED`.
+Measured on the shipped models' instructions: see ``models/metaworld_mt10_wordllama/MODEL_CARD.md`` (the ROC
+of ``min_confidence``) and :data:`CALIBRATION_UNRELATED`.
 """
 
 from __future__ import annotations
@@ -75,13 +75,17 @@ class GoalScorer:
         self._sizes = np.array([len(v) for v in vectors], dtype=np.float32)
 
     def _vectors(self, text: str) -> np.ndarray:
-        ids = self._token_ids(normalize_instruction(text))
-        rows = self._table[ids].astype(np.float32) - self._mean
+        return self._rows_of(self._token_ids(normalize_instruction(text)))
+
+    def _rows_of(self, ids: Sequence[int]) -> np.ndarray:
+        rows = self._table[list(ids)].astype(np.float32) - self._mean
         return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-6)
 
     def coverage(self, goal: str) -> np.ndarray:
         """Coverage of every known instruction by ``goal`` [len(known)]."""
-        words = self._vectors(goal)
+        return self._coverage(self._vectors(goal))
+
+    def _coverage(self, words: np.ndarray) -> np.ndarray:
         if not len(words) or not len(self.known):
             return np.full(len(self.known), -1.0, np.float32)
         best = (self._known_rows @ words.T).max(axis=1)  # per known token: its best match in the goal
@@ -98,13 +102,13 @@ class GoalScorer:
         if size > MAX_GOAL_BYTES:
             return GoalVerdict(goal, False, -1.0, "", "",
                                f"goal too long: {size} bytes, at most {MAX_GOAL_BYTES} are understood")
-        tokens = len(self._token_ids(canonical))
-        if self.max_tokens and tokens > self.max_tokens:
+        ids = self._token_ids(canonical)  # tokenised once: counted, then scored
+        if self.max_tokens and len(ids) > self.max_tokens:
             return GoalVerdict(goal, False, -1.0, "", "",
-                               f"goal too long: {tokens} tokens, this model reads at most {self.max_tokens}")
+                               f"goal too long: {len(ids)} tokens, this model reads at most {self.max_tokens}")
         if not self.known:
             return GoalVerdict(goal, True, 1.0, "", "", "")
-        scores = self.coverage(canonical)
+        scores = self._coverage(self._rows_of(ids))
         best = int(np.argmax(scores))
         confidence = round(float(scores[best]), 4)
         task, nearest = self.known[best]

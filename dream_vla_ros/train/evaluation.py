@@ -472,13 +472,12 @@ class RosSession:
         self._params_client = self.node.create_client(SetParameters, f"{self.sim_name}/set_parameters")
         from rclpy.qos import QoSProfile
         from rosgraph_msgs.msg import Clock
+        from sensor_msgs.msg import JointState
 
         from dream_vla_ros.nodes.polling import PolledInputs
 
-        polled = PolledInputs(self.node, "polled")
+        polled = PolledInputs(self.node, "polled")  # read when asked: no executor wake-ups at 80 Hz
         self._clock = polled.subscribe(Clock, "/clock", QoSProfile(depth=1))
-        from sensor_msgs.msg import JointState
-
         self._joint_states = polled.subscribe(JointState, self.joint_states_topic, qos.SENSOR)
         self._positions: np.ndarray | None = None
         self._spinner = threading.Thread(target=self._spin, name="eval-client", daemon=True)
