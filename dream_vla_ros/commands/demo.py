@@ -115,16 +115,20 @@ class GifRecorder:
 
 
 def show_refusal(session, goal: str) -> None:
-    """Send ``goal``, print the policy node's verdict, and how far the arm moved in the second after it."""
+    """Send ``goal`` once the arm holds after the last task, print the policy node's verdict, and how far the
+    arm's 7 joints moved in the second after it."""
     import time
 
     import numpy as np
 
+    session.set_goal("")
+    time.sleep(1.0)  # the executor brakes to a hold after the last task's goal ends
     print(f"goal: {goal!r} (not a task the model was trained for)", flush=True)
     verdict = session.judge_goal(goal)
     before = session.joint_positions()
     time.sleep(1.0)
-    moved = float(np.max(np.abs(session.joint_positions() - before))) if before is not None else float("nan")
+    after = session.joint_positions()
+    moved = float(np.max(np.abs(after[:7] - before[:7]))) if before is not None else float("nan")
     word = "accepted" if verdict["accepted"] else "refused"
     print(f"  -> {word}: confidence {verdict['confidence']:.2f}, closest known {verdict['nearest_instruction']!r}; "
           f"the arm moved {moved:.4f} rad in the next second", flush=True)
