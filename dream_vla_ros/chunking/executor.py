@@ -9,6 +9,7 @@ stamps are observation stamps on that clock; the executor never reads a clock)::
     result = executor.add_chunk(ActionChunk(names, t0=obs_stamp, dt=dt, positions=p), now)
     # control timer, every config.control_period:
     window = executor.tick(now)                  # -> JointTrajectory (see window.py for stamps, JTC setup)
+    # or, on a tick whose window would not be sent: executor.advance(now); later executor.window(now)
     executor.stop(now); executor.resume(now)     # operator stop; motion resumes with a fresh chunk only
 
 Inside, the executor keeps a commanded state (positions, velocities) on a grid of control periods that
@@ -309,9 +310,21 @@ class ChunkExecutor:
 
     def tick(self, now: float) -> Window | None:
         """Advance to ``now`` and return the window to send (None before reset: nothing may be sent)."""
+        self.advance(now)
+        return self.window(now)
+
+    def advance(self, now: float) -> None:
+        """One control tick without a window: commit the plan up to ``now`` (for a tick whose window would not
+        be sent; the windows of later ticks are the same as if every tick had built one)."""
+        if self._mode == IDLE:
+            return
+        self._stats.ticks += 1
+        self._advance(now)
+
+    def window(self, now: float) -> Window | None:
+        """The window to send at ``now`` (call :meth:`advance` for the tick first; None before reset)."""
         if self._mode == IDLE:
             return None
-        self._stats.ticks += 1
         self._advance(now)
         window = self.config.window
         start = now + window.lead if window.stamp == "now_plus_lead" else now

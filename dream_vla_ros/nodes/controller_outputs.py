@@ -99,10 +99,16 @@ class ControllerOutput:
     """Base of the three outputs; the node calls these under its control timer (or its service callbacks)."""
 
     interface = ""
+    _schedule: SendSchedule | None = None  # when windows go out (None: every tick)
 
     def endpoints(self) -> list[tuple[str, str, bool]]:
         """(controller, endpoint name, connected) per controller endpoint."""
         raise NotImplementedError
+
+    def wants_window(self, now: float, plan_version: int, mode: str) -> bool:
+        """Would :meth:`send` send a window at ``now`` (the executor builds windows only for those ticks)?"""
+        schedule = self._schedule
+        return schedule is None or schedule.due_at(now, plan_version, mode)
 
     def send(self, command: Command) -> None:
         raise NotImplementedError
@@ -136,12 +142,16 @@ class SendSchedule:
         self._last: tuple[int, str, float] | None = None  # plan version, mode, time of the last send
 
     def due(self, command: Command) -> bool:
-        last, mode = self._last, command.window.mode
-        if self.period <= 0.0 or last is None or last[0] != command.plan_version or last[1] != mode:
+        return self.due_at(command.now, command.plan_version, command.window.mode)
+
+    def due_at(self, now: float, plan_version: int, mode: str) -> bool:
+        """:meth:`due` before the window is built (from the plan version and mode it will have)."""
+        last = self._last
+        if self.period <= 0.0 or last is None or last[0] != plan_version or last[1] != mode:
             return True
         if mode == "holding" and not self.while_holding:
             return False
-        return command.now - last[2] >= self.period - 1e-9
+        return now - last[2] >= self.period - 1e-9
 
     def sent(self, command: Command) -> None:
         self._last = (command.plan_version, command.window.mode, command.now)

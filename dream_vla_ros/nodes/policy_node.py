@@ -143,6 +143,7 @@ class PolicyNode(LifecycleNode):
         self._counts = {"frames_received": 0, "frames_rejected": 0, "frames_dropped": 0, "requests": 0,
                         "inferences": 0, "chunks_published": 0, "inference_failures": 0,
                         "chunks_confined_to_envelope": 0}
+        self._inference_cpu_s = 0.0  # CPU time of the inference thread inside the engine (bench nodes)
         self._timings: dict[str, deque] = {}
         self._last_prediction: tuple[int, str] = (0, "")
         self._profile = None
@@ -585,8 +586,10 @@ class PolicyNode(LifecycleNode):
         observation = Observation(images=images, proprio=job.proprio, instruction=job.goal, stamp=job.stamp)
         t1 = time.perf_counter()
         self._counts["inferences"] += 1
+        cpu = time.thread_time()
         try:
             prediction = engine.infer(observation)
+            self._inference_cpu_s += time.thread_time() - cpu
             positions, confined = confine(self._check_prediction(prediction, meta), meta.envelope,
                                           config.envelope_margin)
             first = job.frames[self._cameras[0]].msg.header.stamp  # exact, not via float seconds
@@ -722,6 +725,7 @@ class PolicyNode(LifecycleNode):
             "model": config.model if config else "",
             **engine_status(self.engine),
             **self._counts,
+            "inference cpu_s": self._inference_cpu_s,
         }
         for slot, meter in list(self._rates.items()):
             values[f"{slot} rate_hz"] = meter.value(now)

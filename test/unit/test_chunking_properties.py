@@ -120,6 +120,33 @@ def _check_window(window, state, limits, config):
     assert window.stamp == (window.start_time if config.window.stamp == "now_plus_lead" else 0.0)
 
 
+def _events(config, chunks, stop_at, resume_after, half_range):
+    """(arrival, kind, chunk) in arrival order, and the time by which the executor is surely at rest."""
+    limits = config.limits.resolve(len(config.joint_names))
+    events, t0, last_end = [], 0.0, 0.0
+    for kind, delay, gap, dt, horizon, chunk_seed in chunks:
+        chunk = _make_chunk(config.joint_names, kind, t0, dt, horizon, chunk_seed, half_range)
+        events.append((t0 + delay, "chunk", chunk))
+        last_end = max(last_end, t0 + delay + horizon * dt)
+        t0 += gap
+    if stop_at is not None:
+        events += [(stop_at, "stop", None), (stop_at + resume_after, "resume", None)]
+    events.sort(key=lambda e: e[0])  # arrival order: later observations may arrive first
+    braking = float(np.max(limits.max_velocity / (config.brake_fraction * limits.max_acceleration)))
+    return events, max(last_end, events[-1][0]) + braking + 0.2
+
+
+def _deliver(executor, event) -> None:
+    arrival, what, chunk = event
+    if what == "chunk":
+        result = executor.add_chunk(chunk, arrival)
+        assert result.accepted == (result.reason == "accepted")
+    elif what == "stop":
+        executor.stop(arrival)
+    else:
+        executor.resume(arrival)
+
+
 @settings(max_examples=40)
 @given(scenarios())
 def test_random_streams_never_violate_limits_or_jump(scenario):
@@ -131,31 +158,14 @@ def test_random_streams_never_violate_limits_or_jump(scenario):
     executor = ChunkExecutor(config)
     executor.reset(0.0, rng.uniform(-half_range, half_range, len(names)))
 
-    events, t0, last_end = [], 0.0, 0.0
-    for kind, delay, gap, dt, horizon, chunk_seed in chunks:
-        chunk = _make_chunk(names, kind, t0, dt, horizon, chunk_seed, half_range)
-        events.append((t0 + delay, "chunk", chunk))
-        last_end = max(last_end, t0 + delay + horizon * dt)
-        t0 += gap
-    if stop_at is not None:
-        events += [(stop_at, "stop", None), (stop_at + resume_after, "resume", None)]
-    events.sort(key=lambda e: e[0])  # arrival order: later observations may arrive first
-    braking = float(np.max(limits.max_velocity / (config.brake_fraction * limits.max_acceleration)))
-    end = max(last_end, events[-1][0]) + braking + 0.2
+    events, end = _events(config, chunks, stop_at, resume_after, half_range)
 
     states = [executor.state]
     index = 0
     for k in range(1, int(end / period) + 1):
         now = (k + tick_jitter) * period
         while index < len(events) and events[index][0] <= now:
-            arrival, what, chunk = events[index]
-            if what == "chunk":
-                result = executor.add_chunk(chunk, arrival)
-                assert result.accepted == (result.reason == "accepted")
-            elif what == "stop":
-                executor.stop(arrival)
-            else:
-                executor.resume(arrival)
+            _deliver(executor, events[index])
             index += 1
         window = executor.tick(now)
         state = executor.state
@@ -177,3 +187,38 @@ def test_random_streams_never_violate_limits_or_jump(scenario):
     stats = executor.stats
     assert stats.chunks_received == len(chunks)
     assert stats.chunks_accepted + sum(stats.rejected.values()) == len(chunks)
+
+
+@settings(max_examples=30)
+@given(scenarios(), st.integers(0, 2**31 - 1))
+def test_windows_built_only_when_sent_equal_those_of_every_tick(scenario, mask_seed):
+    """A node builds a window only on ticks that send one (advance() on the others): every window it builds,
+    and the commanded state of every tick, is what an executor building a window every tick has."""
+    config, chunks, stop_at, resume_after, tick_jitter, seed = scenario
+    rng, mask = np.random.default_rng(seed), np.random.default_rng(mask_seed)
+    names, period = config.joint_names, config.control_period
+    half_range = config.limits.resolve(len(names)).position_max[0]
+    start = rng.uniform(-half_range, half_range, len(names))
+    eager, lazy = ChunkExecutor(config), ChunkExecutor(config)
+    eager.reset(0.0, start)
+    lazy.reset(0.0, start)
+    events, end = _events(config, chunks, stop_at, resume_after, half_range)
+    index = 0
+    for k in range(1, int(end / period) + 1):
+        now = (k + tick_jitter) * period
+        while index < len(events) and events[index][0] <= now:
+            _deliver(eager, events[index])
+            _deliver(lazy, events[index])
+            index += 1
+        expected = eager.tick(now)
+        lazy.advance(now)
+        if mask.random() < 0.3:
+            built = lazy.window(now)
+            for field in ("positions", "velocities", "time_from_start"):
+                np.testing.assert_array_equal(getattr(built, field), getattr(expected, field))
+            assert (built.mode, built.stamp, built.planned_points) == (expected.mode, expected.stamp,
+                                                                        expected.planned_points)
+        assert lazy.mode == eager.mode
+        np.testing.assert_array_equal(lazy.state.positions, eager.state.positions)
+        np.testing.assert_array_equal(lazy.state.velocities, eager.state.velocities)
+    assert lazy.stats.as_dict() == eager.stats.as_dict()
