@@ -239,12 +239,10 @@ def resize_short_side(image: np.ndarray, size: int) -> np.ndarray:
     h, w = image.shape[:2]
     if size == 0 or min(h, w) == size:
         return image
-    import cv2
+    from dream_vla_ros.policy.resize import resize
 
     scale = size / min(h, w)
-    target = (max(1, round(w * scale)), max(1, round(h * scale)))
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    return cv2.resize(np.ascontiguousarray(image), target, interpolation=interpolation)
+    return resize(image, max(1, round(w * scale)), max(1, round(h * scale)))
 
 
 def decode_image(msg: Any, msgtype: str) -> np.ndarray:
