@@ -225,7 +225,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from dream_vla_ros.bringup import dds_environment
     from dream_vla_ros.errors import DreamVlaError
     from dream_vla_ros.process_group import ProcessGroup
-    from dream_vla_ros.train.bag_dataset import BuildConfig, build_dataset
+    from dream_vla_ros.train.bag_config import BuildConfig
+    from dream_vla_ros.train.bag_dataset import build_dataset
 
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="dream_vla_recording_"))
     folder.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from dream_vla_ros.engines.tensorrt_engine import TensorRtEngine, import_tensorrt
+    from dream_vla_ros.engines.tensorrt_build import import_tensorrt
+    from dream_vla_ros.engines.tensorrt_engine import TensorRtEngine
 
     import_tensorrt()  # fail first, in one line, when TensorRT is missing
     engine = TensorRtEngine(args.onnx, device=args.device, precision=args.precision, cache_dir=args.cache,

@@ -127,7 +127,9 @@ def main(args: argparse.Namespace) -> int:
 
         merge_datasets(args.datasets, args.out, overwrite=args.overwrite)
         return 0
-    from dream_vla_ros.train.bag_dataset import BuildConfig, build_dataset, markdown_report
+    from dream_vla_ros.train.bag_config import BuildConfig
+    from dream_vla_ros.train.bag_dataset import build_dataset
+    from dream_vla_ros.train.bag_report import markdown_report
 
     config = BuildConfig(
         out=args.out, rate=args.rate, cameras=tuple(args.camera), joint_states_topic=args.joint_states,

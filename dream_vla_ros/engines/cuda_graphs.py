@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from dream_vla_ros.engines.common import Decoded, HaltingTracker
+from dream_vla_ros.engines.common import Decoded
+from dream_vla_ros.engines.host_loop import HaltingTracker
 from dream_vla_ros.policy.config import HaltingConfig
 
 AUTOCAST = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -116,7 +117,7 @@ class CudaGraphDecoder:
                 change = self.host_change.numpy()
             if tracker.update(k, change, lambda p=p: self.acts[1 - p].float().cpu().numpy()):
                 break
-        out = tracker.result({})
+        out = tracker.result()
         t2 = time.perf_counter()
         return Decoded(np.asarray(out.actions, np.float32), out.iterations, out.reasons, out.changes,
                        {"trunk": (t1 - t0) * 1e3, "core": (t2 - t1) * 1e3})

@@ -31,26 +31,16 @@ from __future__ import annotations
 
 import logging
 import os
-import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dream_vla_ros.engines.common import (
-    Decoded,
-    HaltingTracker,
-    HostEngine,
-    Progress,
-    dequantize,
-    heartbeat,
-    unmask_numpy,
-)
-from dream_vla_ros.engines.manifest import Export, GraphSpec, check_session_io, load_export
+from dream_vla_ros.engines.common import Progress, heartbeat
+from dream_vla_ros.engines.host_loop import ChangeAndActions, HostLoopEngine
+from dream_vla_ros.engines.manifest import Export, GraphSpec, check_session_io
 from dream_vla_ros.engines.trt_ops import parse_version
 from dream_vla_ros.errors import EngineError
-from dream_vla_ros.policy.config import HaltingConfig
 
 LOG = logging.getLogger("dream_vla_ros.engines.onnxruntime")
 
@@ -86,7 +76,7 @@ def _host(value: Any) -> np.ndarray:
     return value if isinstance(value, np.ndarray) else value.numpy()
 
 
-class OnnxRuntimeEngine(HostEngine):
+class OnnxRuntimeEngine(HostLoopEngine):
     """Runs an export directory (or a checkpoint directory with an ``onnx/`` export) with ONNX Runtime.
 
     device: ``cpu``, ``cuda`` or ``cuda:N`` (TensorRT EP -> CUDA EP -> CPU).
@@ -100,6 +90,8 @@ class OnnxRuntimeEngine(HostEngine):
         ``ort_tensorrt``).
     progress: receives progress messages while TensorRT EP sessions are created (engine builds on a miss).
     """
+
+    backend = "onnxruntime"
 
     def __init__(
         self,
@@ -126,12 +118,10 @@ class OnnxRuntimeEngine(HostEngine):
                               f"(supported: {', '.join(PRECISIONS)})")
         if device != "cpu" and not device.startswith("cuda"):
             raise EngineError(f"onnxruntime backend: unknown device {device!r} (use cpu, cuda or cuda:N)")
-        if threads < 0 or check_every < 1:
-            raise EngineError("onnxruntime backend: threads must be >= 0 and check_every >= 1")
+        super().__init__(model_dir, seed=seed, halting_k_max=halting_k_max, halting_delta=halting_delta,
+                         check_every=check_every, threads=threads)
         self._ort = ort
-        self.export = load_export(model_dir)
-        self._init_host(self.export.config, seed, halting_k_max, halting_delta)
-        self.check_every, self.precision = check_every, precision
+        self.precision = precision
         encode_role = "encode_int8" if precision == "int8" else "encode"
         encode_spec = self.export.graph(encode_role, "export with --int8-encoder" if precision == "int8" else "")
         step_spec = self.export.graph("step")
@@ -145,13 +135,13 @@ class OnnxRuntimeEngine(HostEngine):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         options.log_severity_level = 3
-        self._encode = self._session(encode_spec, options, requested, progress)
-        self._step = self._session(step_spec, options, requested, progress)
-        self.providers: tuple[str, ...] = tuple(self._encode.get_providers())
+        self._encode_session = self._session(encode_spec, options, requested, progress)
+        self._step_session = self._session(step_spec, options, requested, progress)
+        self.providers: tuple[str, ...] = tuple(self._encode_session.get_providers())
         self.provider = self.providers[0]
         wanted = CPU_EP if device == "cpu" else (TRT_EP if TRT_EP in self._ort.get_available_providers()
                                                   and precision != "int8" else CUDA_EP)
-        step_provider = self._step.get_providers()[0]
+        step_provider = self._step_session.get_providers()[0]
         name = f"onnxruntime {SHORT.get(self.provider, self.provider)} {precision}"
         on_gpu = {TRT_EP, CUDA_EP} if device != "cpu" else {CPU_EP}
         if self.provider not in on_gpu or step_provider != self.provider:
@@ -169,8 +159,8 @@ class OnnxRuntimeEngine(HostEngine):
             LOG.info("int8 encoder accuracy vs fp32 (measured at export): %s", encode_spec.notes.get("accuracy"))
         self._name = name
         self._io = {id(s): ([i.name for i in s.get_inputs()], [o.name for o in s.get_outputs()])
-                    for s in (self._encode, self._step)}
-        self._step_inputs = self._io[id(self._step)][0]
+                    for s in (self._encode_session, self._step_session)}
+        self._step_inputs = self._io[id(self._step_session)][0]
         self.device_values = self.provider != CPU_EP
         """Pass OrtValues between runs (device-resident tensors); numpy arrays on the CPU provider."""
 
@@ -237,31 +227,6 @@ class OnnxRuntimeEngine(HostEngine):
     def _value(self, array: np.ndarray):
         return self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array))
 
-    def decode(self, inputs, seeds: Sequence[int] | None = None, halting: HaltingConfig | None = None,
-               check_every: int | None = None) -> Decoded:
-        """``preprocess.ModelInputs`` -> normalised chunks, iterations, reasons, change history, stage timings."""
-        halting = halting or self.halting
-        batch = inputs.images.shape[0]
-        seeds = [self.seed] * batch if seeds is None else list(seeds)
-        if len(seeds) != batch:
-            raise EngineError(f"seeds: got {len(seeds)} seeds for a batch of {batch}")
-        if batch > self.export.batch.max:
-            raise EngineError(f"batch {batch} exceeds the export's maximum batch {self.export.batch.max}")
-        feeds = {"images": inputs.images, "tokens": inputs.tokens, "proprio": inputs.proprio}
-        t0 = time.perf_counter()
-        if self.config.decoder.kind == "recurrent":
-            feeds["noise"] = self.pipeline.noise(seeds)
-            encoded = self._run(self._encode, feeds)
-            t1 = time.perf_counter()
-            result = self._recurrent_loop(encoded, batch, halting, check_every or self.check_every)
-        else:
-            encoded = self._run(self._encode, feeds)
-            t1 = time.perf_counter()
-            result = self._discrete_loop(encoded, batch, halting)
-        t2 = time.perf_counter()
-        return Decoded(result.actions, result.iterations, result.reasons, result.changes,
-                       {"trunk": (t1 - t0) * 1e3, "core": (t2 - t1) * 1e3})
-
     def _run(self, session, feeds: dict[str, Any]) -> dict[str, Any]:
         """One session run -> output name -> array. On the CPU provider with numpy arrays (the cheapest call);
         with a GPU provider with ``OrtValue`` objects in and out, so tensors stay on the device between runs."""
@@ -275,30 +240,25 @@ class OnnxRuntimeEngine(HostEngine):
         except Exception as exc:  # noqa: BLE001 - a failing run is an engine failure with its cause
             raise EngineError(f"onnxruntime run failed: {type(exc).__name__}: {exc}".splitlines()[0]) from None
 
-    def _recurrent_loop(self, encoded: dict[str, Any], batch: int, halting: HaltingConfig, check_every: int
-                        ) -> Decoded:
-        c = self.config
+    def _encode(self, inputs, noise: np.ndarray | None) -> dict[str, Any]:
+        """The encode run's outputs: the discrete decoder's context, or the step's first state (recurrent)."""
+        feeds = {"images": inputs.images, "tokens": inputs.tokens, "proprio": inputs.proprio}
+        if noise is None:
+            return self._run(self._encode_session, feeds)
+        encoded = self._run(self._encode_session, {**feeds, "noise": noise})
         state = {name: encoded[name] for name in self._step_inputs if name in encoded}
         state["scratchpad"] = encoded["scratchpad0"]
         if "actions" in self._step_inputs:
-            state["actions"] = np.zeros((batch, c.chunk_length, c.num_joints), np.float32)
-        tracker = HaltingTracker(batch, halting, check_every)
-        for k in range(1, halting.k_max + 1):
-            out = self._run(self._step, state)
-            state["scratchpad"] = out["next_scratchpad"]
-            if "actions" in state:
-                state["actions"] = out["next_actions"]
-            change = _host(out["change"]) if tracker.wants_change(k) else None
-            if tracker.update(k, change, lambda out=out: _host(out["next_actions"])):
-                break
-        return tracker.result({})
+            c = self.config
+            state["actions"] = np.zeros((len(inputs.images), c.chunk_length, c.num_joints), np.float32)
+        return state
 
-    def _discrete_loop(self, encoded: dict[str, Any], batch: int, halting: HaltingConfig) -> Decoded:
-        c = self.config
-        context = dict(encoded)
+    def _core_step(self, run: dict[str, Any], k: int, read_change: bool) -> ChangeAndActions:
+        out = self._run(self._step_session, run)
+        run["scratchpad"] = out["next_scratchpad"]
+        if "actions" in run:
+            run["actions"] = out["next_actions"]
+        return (_host(out["change"]) if read_change else None), lambda: _host(out["next_actions"])
 
-        def logits(values: np.ndarray) -> np.ndarray:
-            return _host(self._run(self._step, {**context, "values": values})["logits"])
-
-        ids, iterations, reasons = unmask_numpy(logits, (batch, c.chunk_length, c.num_joints), c.decoder.bins, halting)
-        return Decoded(dequantize(ids, c), iterations, reasons, np.zeros((0, batch), np.float32))
+    def _logits(self, run: dict[str, Any], values: np.ndarray) -> np.ndarray:
+        return _host(self._run(self._step_session, {**run, "values": values})["logits"])

@@ -1,21 +1,4 @@
-"""The TensorRT backend: engines built from the exported ONNX graphs, cached, checked, and a host halting loop.
-
-Supported: **TensorRT 10.x** Python bindings (JetPack 6.1 and 6.2 ship 10.3; the package itself needs Python
-3.10+ and ROS 2 Humble on Ubuntu 22.04 or Jazzy on 24.04, i.e. JetPack 6). Name-based I/O
-(``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``), explicit batch, profiles shared by
-execution contexts. Refused: older TensorRT (JetPack 5 cannot run the package: Python 3.8, Ubuntu 20.04 has
-no Humble; JetPack 6.0's TensorRT 8.6 has the other binding API) and 11+ (strongly typed only, no FP16
-builder flag). None of it can run where this package is developed (no GPU, no TensorRT builder); the tests
-there drive this module through stand-ins for the TensorRT and CUDA objects, and ``test/gpu`` runs it for real.
-
-Build (:func:`build_engines`, ``dream-vla-ros build-engine``): op coverage against :mod:`.trt_ops`;
-``OnnxParser.parse_from_file`` with every parser error reported; one optimisation profile with min/opt/max
-shapes for every dynamic input (the manifest's batch range, opt = 1); FP16 with LayerNorm, softmax and the
-halting change's layers *obeying* FP32 constraints (a graph with LayerNormalization but no normalisation
-layer to mark is refused); workspace limit and builder optimisation level; a persistent timing cache; the plan
-stored in :class:`~.engine_cache.EngineCache` under a key of graph digest, TensorRT version, device identity
-(:mod:`.device`), precision, profile, builder settings and recipe version. A build reports which graph and
-the elapsed time to ``progress`` every few seconds.
+"""The TensorRT backend: the cached engines of an export (:mod:`.tensorrt_build`), checked, and a host halting loop.
 
 Launch (:class:`TensorRtEngine`): a hit is loaded after its SHA-256 is verified (a corrupt plan is refused,
 never rebuilt silently); a miss is rebuilt with a warning that names what changed (``on_miss="build"``) or
@@ -23,12 +6,16 @@ refused (``on_miss="error"``). FP16 engines are then checked against the export'
 (:mod:`.parity`); the result is stored next to the plans, shown in :attr:`TensorRtEngine.status`, and a
 failing set is refused unless accepted explicitly.
 
-Loop: per batch size, device buffers and the tensor shapes and addresses of three execution contexts (encode;
-step "ping" S0 -> S1 and step "pong" S1 -> S0, so no copy and no re-binding between iterations) are set once.
-At batch 1 each step context is captured as a CUDA graph (after one launch, as TensorRT requires; a failed
-capture falls back to launches, with the reason in ``status``). Per chunk: asynchronous uploads from pinned
-memory, one encode launch, then per iteration one step launch or replay; the host waits only when it reads
-the change scalars back (every ``check_every`` iterations, with that iteration's chunk in the same copy).
+Loop (the flow of :class:`~.host_loop.HostLoopEngine`): per batch size, device buffers and the tensor shapes
+and addresses of three execution contexts (encode; step "ping" S0 -> S1 and step "pong" S1 -> S0, so no copy
+and no re-binding between iterations) are set once. At batch 1 each step context is captured as a CUDA graph
+(after one launch, as TensorRT requires; a failed capture falls back to launches, with the reason in
+``status``). Per chunk: asynchronous uploads from pinned memory, one encode launch, then per iteration one
+step launch or replay; the host waits only when it reads the change scalars back (every ``check_every``
+iterations, with that iteration's chunk in the same copy).
+
+Importing this module needs neither TensorRT nor torch; :class:`TensorRtEngine` needs both (torch with CUDA
+for device buffers and streams, in :class:`CudaRuntime` only).
 """
 
 from __future__ import annotations
@@ -37,227 +24,21 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dream_vla_ros.engines import common, parity, trt_ops
-from dream_vla_ros.engines.common import Decoded, HaltingTracker, HostEngine, dequantize, unmask_numpy
-from dream_vla_ros.engines.device import DeviceIdentity, cuda_identity
-from dream_vla_ros.engines.engine_cache import CacheEntry, CacheKey, EngineCache, make_key, set_digest
-from dream_vla_ros.engines.manifest import Export, GraphSpec, load_export, write_atomic
+from dream_vla_ros.engines import common, parity, tensorrt_build
+from dream_vla_ros.engines.engine_cache import CacheEntry, EngineCache, set_digest
+from dream_vla_ros.engines.host_loop import ChangeAndActions, HostLoopEngine
+from dream_vla_ros.engines.manifest import GraphSpec, write_atomic
 from dream_vla_ros.errors import EngineError
-from dream_vla_ros.policy.config import HaltingConfig
 
 LOG = logging.getLogger("dream_vla_ros.engines.tensorrt")
 
-SUPPORTED = "TensorRT 10.x (JetPack 6.1 / 6.2: 10.3)"
-PRECISIONS = ("fp32", "fp16")
-ROLES = ("encode", "step")
-ON_MISS = ("build", "error")
 GRAPH_BATCH = 1
 """The batch size whose step launches are captured as CUDA graphs (the policy node's)."""
-
-
-def import_tensorrt():
-    """The ``tensorrt`` module, or EngineError (one line) naming what is missing."""
-    try:
-        import tensorrt
-    except Exception as exc:  # noqa: BLE001 - a broken install fails in many ways (missing libnvinfer, ...)
-        raise EngineError(
-            f"TensorRT is not available: python module 'tensorrt' cannot be imported ({type(exc).__name__}: "
-            f"{(str(exc) or repr(exc)).splitlines()[0]}); install {SUPPORTED} with its Python bindings "
-            "(JetPack 6: python3-libnvinfer) on a machine with an NVIDIA GPU"
-        ) from None
-    check_version(tensorrt.__version__)
-    return tensorrt
-
-
-def check_version(version: str) -> trt_ops.Version:
-    parsed = trt_ops.parse_version(version)
-    if not (10, 0) <= parsed < (11, 0):
-        raise EngineError(f"TensorRT {version} is not supported (supported: {SUPPORTED})")
-    return parsed
-
-
-def cuda_device(device: str) -> tuple[Any, int, DeviceIdentity]:
-    """(torch, index, device identity) for ``cuda`` / ``cuda:N``."""
-    if not device.startswith("cuda"):
-        raise EngineError(f"tensorrt backend: device must be cuda or cuda:N, got {device!r}")
-    try:
-        import torch
-    except ImportError as exc:
-        raise EngineError(f"tensorrt backend needs torch with CUDA for device buffers and streams ({exc})") from None
-    index = int(device.partition(":")[2] or 0)
-    try:
-        return torch, index, cuda_identity(torch, index)
-    except EngineError as exc:
-        raise EngineError(f"tensorrt backend: {exc}") from None
-
-
-@dataclass(frozen=True)
-class BuildSettings:
-    """precision: fp32 or fp16; workspace_mib: builder workspace limit; optimization_level: 0..5 (3 default)."""
-
-    precision: str = "fp16"
-    workspace_mib: int = 1024
-    optimization_level: int = 3
-
-    def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise EngineError(f"precision {self.precision!r} is not supported by TensorRT here "
-                              f"(supported: {', '.join(PRECISIONS)}; int8 is ONNX Runtime only)")
-        if self.workspace_mib < 16:
-            raise EngineError(f"workspace_mib must be >= 16, got {self.workspace_mib}")
-        if not 0 <= self.optimization_level <= 5:
-            raise EngineError(f"optimization_level must be in [0, 5], got {self.optimization_level}")
-
-    def builder(self) -> dict[str, int | str]:
-        """The builder settings :func:`_build_plan` applies (part of the cache key)."""
-        constraints = "obey fp32: normalization, softmax, halting change" if self.precision == "fp16" else "none"
-        return {"workspace_mib": self.workspace_mib, "optimization_level": self.optimization_level,
-                "precision_constraints": constraints}
-
-
-def check_coverage(export: Export) -> None:
-    """Refuse graphs the ONNX parser of TensorRT 10 cannot import, before any build starts."""
-    problems = trt_ops.coverage({r: export.graph(r).ops for r in ROLES}, export.opset)
-    if problems:
-        raise EngineError(f"TensorRT cannot import {export.directory}: {'; '.join(problems)}")
-
-
-def cache_keys(export: Export, settings: BuildSettings, tensorrt: str, device: DeviceIdentity
-               ) -> dict[str, CacheKey]:
-    """The cache key of every graph the runtime needs."""
-    return {
-        role: make_key(export.graph(role).digest, tensorrt, device, settings.precision,
-                       export.graph(role).profile(export.batch), settings.builder())
-        for role in ROLES
-    }
-
-
-def build_engines(
-    export: Export,
-    cache: EngineCache,
-    settings: BuildSettings,
-    *,
-    device: str = "cuda",
-    force: bool = False,
-    on_miss: str = "build",
-    log: Callable[[str], None] = LOG.warning,
-    progress: common.Progress | None = None,
-) -> dict[str, CacheEntry]:
-    """Ensure a cached plan for every graph: reuse hits (verified), build misses (saying why) or refuse them.
-
-    ``progress`` hears which graph is being built, then the elapsed time every few seconds, then the result.
-    """
-    trt = import_tensorrt()
-    _, _, identity = cuda_device(device)
-    check_coverage(export)
-    keys = cache_keys(export, settings, trt.__version__, identity)
-    entries: dict[str, CacheEntry] = {}
-    for number, (role, key) in enumerate(keys.items(), 1):
-        entry, why = (None, "--force") if force else cache.lookup(role, key)
-        if entry is not None:
-            entries[role] = entry
-            continue
-        if on_miss == "error":
-            raise EngineError(f"no usable TensorRT engine for {role}: {why}; build it with 'dream-vla-ros "
-                              f"build-engine --onnx {export.directory} --precision {settings.precision}' "
-                              "(or set engine_on_miss: build)")
-        with cache.lock():
-            entry, _ = (None, "") if force else cache.lookup(role, key)  # another builder may have finished it
-            if entry is None:
-                what = f"building the TensorRT {settings.precision} engine for {role} ({number} of {len(keys)})"
-                log(f"{what}: {why}; this takes minutes")
-                t0 = time.monotonic()
-                with common.heartbeat(progress, what):
-                    plan, notes = _build_plan(trt, export, export.graph(role), settings, cache, identity)
-                entry = cache.store(role, key, plan, {"build_seconds": round(time.monotonic() - t0, 1),
-                                                      "onnx": str(export.path(export.graph(role))), **notes})
-                done = f"built the {role} engine in {entry.info['build_seconds']} s -> {entry.plan}"
-                log(done)
-                if progress is not None:
-                    progress(done)
-        entries[role] = entry
-    return entries
-
-
-def _build_plan(trt, export: Export, spec: GraphSpec, settings: BuildSettings, cache: EngineCache,
-                device: DeviceIdentity) -> tuple[bytes, dict[str, Any]]:
-    """Parse, configure and build one graph; returns the plan and notes for its cache entry."""
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)  # TensorRT 10: explicit batch always
-    parser = trt.OnnxParser(network, logger)
-    path = export.path(spec)
-    if not parser.parse_from_file(str(path)):
-        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise EngineError(f"{path}: the TensorRT ONNX parser failed: {' | '.join(errors) or 'no details'}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mib << 20)
-    config.builder_optimization_level = settings.optimization_level
-    notes: dict[str, Any] = {}
-    if settings.precision == "fp16":
-        config.set_flag(trt.BuilderFlag.FP16)
-        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-        marked = fp32_layers(trt, network, spec)
-        for layer in marked:
-            layer.precision = trt.float32
-            for j in range(layer.num_outputs):
-                layer.set_output_type(j, trt.float32)
-        notes["fp32_layers"] = len(marked)
-    profile = builder.create_optimization_profile()
-    for name, lo, opt, hi in spec.profile(export.batch):
-        profile.set_shape(name, lo, opt, hi)
-    config.add_optimization_profile(profile)
-    timing_path = cache.timing_cache_path(trt.__version__, device)
-    timing = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")
-    config.set_timing_cache(timing, ignore_mismatch=False)
-    plan = builder.build_serialized_network(network, config)
-    if plan is None:
-        raise EngineError(f"{path}: TensorRT failed to build an engine (see the TensorRT log above)")
-    cache.directory.mkdir(parents=True, exist_ok=True)
-    write_atomic(timing_path, bytes(config.get_timing_cache().serialize()))
-    return bytes(plan), notes
-
-
-def fp32_layers(trt, network, spec: GraphSpec) -> list[Any]:
-    """The layers an FP16 build keeps in FP32: every normalisation and softmax layer, and the halting metric
-    (every layer between the step's inputs / other outputs and ``change``), floating-point ones only.
-
-    A graph with ``LayerNormalization`` ops whose network shows no normalisation layer (a decomposed LayerNorm,
-    as older opsets export it) cannot be kept in FP32 that way: refused."""
-    layers = [network.get_layer(i) for i in range(network.num_layers)]
-    producers = {layer.get_output(j).name: layer for layer in layers for j in range(layer.num_outputs)}
-    boundary = {network.get_input(i).name for i in range(network.num_inputs)}
-    boundary |= {network.get_output(i).name for i in range(network.num_outputs)} - {"change"}
-    marked: dict[int, Any] = {}
-    if spec.output("change") is not None:
-        pending, seen = ["change"], set()
-        while pending:
-            name = pending.pop()
-            layer = producers.get(name)
-            if layer is None or name in seen:
-                continue
-            seen.add(name)
-            marked[id(layer)] = layer
-            for j in range(layer.num_inputs):
-                tensor = layer.get_input(j)
-                if tensor is not None and tensor.name not in boundary:
-                    pending.append(tensor.name)
-    normalization = [layer for layer in layers if layer.type == trt.LayerType.NORMALIZATION]
-    if "LayerNormalization" in spec.ops and not normalization:
-        raise EngineError(f"{spec.file}: LayerNormalization in the ONNX graph but no normalisation layer in the "
-                          "TensorRT network: it cannot be kept in FP32; re-export the model (opset >= 17)")
-    for layer in [*normalization, *(x for x in layers if x.type == trt.LayerType.SOFTMAX)]:
-        marked[id(layer)] = layer
-    floating = (trt.float32, trt.float16)
-    return [layer for layer in marked.values()
-            if layer.type not in (trt.LayerType.CONSTANT, trt.LayerType.SHAPE)
-            and all(layer.get_output(j).dtype in floating for j in range(layer.num_outputs))]
 
 
 class CudaRuntime:
@@ -403,7 +184,7 @@ class _Slot:
                 "next_scratchpad": self.scratch[1 - a], "next_actions": self.acts[1 - a]}
 
 
-class TensorRtEngine(HostEngine):
+class TensorRtEngine(HostLoopEngine):
     """Runs an export directory's graphs as TensorRT engines (see the module doc).
 
     device: ``cuda`` or ``cuda:N``. precision: ``fp16`` (default) or ``fp32``.
@@ -416,6 +197,8 @@ class TensorRtEngine(HostEngine):
     at batch 1. accept_parity_failure: accept (and record as accepted) FP16 engines failing the parity check.
     progress: hears engine builds and the parity check (which graph, elapsed time).
     """
+
+    backend = "tensorrt"
 
     def __init__(
         self,
@@ -437,35 +220,35 @@ class TensorRtEngine(HostEngine):
         accept_parity_failure: bool = False,
         progress: common.Progress | None = None,
     ) -> None:
-        if on_miss not in ON_MISS:
-            raise EngineError(f"tensorrt backend: on_miss must be one of {', '.join(ON_MISS)}, got {on_miss!r}")
-        if check_every < 1 or threads < 0:
-            raise EngineError("tensorrt backend: check_every must be >= 1 and threads >= 0")
-        settings = BuildSettings(precision, workspace_mib, optimization_level)
-        self.export = load_export(model_dir)
-        trt = import_tensorrt()
-        torch, index, identity = cuda_device(device)
+        build = tensorrt_build
+        if on_miss not in build.ON_MISS:
+            raise EngineError(f"tensorrt backend: on_miss must be one of {', '.join(build.ON_MISS)}, got {on_miss!r}")
+        settings = build.BuildSettings(precision, workspace_mib, optimization_level)
+        super().__init__(model_dir, seed=seed, halting_k_max=halting_k_max, halting_delta=halting_delta,
+                         check_every=check_every, threads=threads)
+        trt = build.import_tensorrt()
+        torch, index, identity = build.cuda_device(device)
         cache = EngineCache(Path(cache_dir) if cache_dir else default_engine_cache())
         messages: list[str] = []
-        entries = build_engines(self.export, cache, settings, device=device, force=force_build, on_miss=on_miss,
-                                log=lambda m: (messages.append(m), LOG.warning(m)), progress=progress)
+        entries = build.build_engines(self.export, cache, settings, device=device, force=force_build,
+                                      on_miss=on_miss, log=lambda m: (messages.append(m), LOG.warning(m)),
+                                      progress=progress)
         built = [m for m in messages if m.startswith("built")]
         self._cuda = CudaRuntime(torch, index)
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        count = 2 if self.export.config.decoder.kind == "recurrent" else 1
+        count = 2 if self.config.decoder.kind == "recurrent" else 1
         with self._cuda.active():
-            self._graphs = {r: _Graph(trt, runtime, entries[r], self.export.graph(r)) for r in ROLES}
+            self._graphs = {r: _Graph(trt, runtime, entries[r], self.export.graph(r)) for r in build.ROLES}
             self._contexts = {"encode": (self._graphs["encode"].engine.create_execution_context(),),
                               "step": tuple(self._graphs["step"].engine.create_execution_context()
                                             for _ in range(count))}
-        self._init_host(self.export.config, seed, halting_k_max, halting_delta)
-        self.check_every, self.cuda_graphs = check_every, cuda_graphs
+        self.cuda_graphs = cuda_graphs
         self._slots: dict[int, _Slot] = {}
         self._bound: tuple[int, _Slot, _Bound, tuple[Callable[[], None], ...]] | None = None
         self._name = f"tensorrt {trt.__version__} {precision} {identity.gpu} (sm {identity.compute_capability})"
         self.status: dict[str, object] = {
             "engine device": identity.describe(),
-            "engine cache": (f"{len(built)} of {len(ROLES)} engines built now" if built else "cached")
+            "engine cache": (f"{len(built)} of {len(build.ROLES)} engines built now" if built else "cached")
                             + f" ({cache.directory})",
         }
         self.parity: parity.ParityRecord | None = None
@@ -522,8 +305,6 @@ class TensorRtEngine(HostEngine):
         returns the slot, the bound encode context and the step launches (graph replays at batch 1)."""
         if self._bound is not None and self._bound[0] == batch:
             return self._bound[1:]
-        if batch > self.export.batch.max:
-            raise EngineError(f"batch {batch} exceeds the engines' profile maximum {self.export.batch.max}")
         recurrent = self.config.decoder.kind == "recurrent"
         if batch not in self._slots:
             self._slots[batch] = _Slot(self._graphs, self._cuda, batch, recurrent)
@@ -568,34 +349,31 @@ class TensorRtEngine(HostEngine):
         self._cuda.host(staging)[...] = array
         self._cuda.copy(slot.buffers[name], staging)
 
-    def decode(self, inputs, seeds: Sequence[int] | None = None, halting: HaltingConfig | None = None,
-               check_every: int | None = None) -> Decoded:
-        with self._cuda.active():  # the calling thread (the node's inference worker) may have another device
-            return self._decode(inputs, seeds, halting or self.halting, check_every or self.check_every)
+    def _device(self) -> Any:
+        return self._cuda.active()  # the calling thread (the node's inference worker) may have another device
 
-    def _decode(self, inputs, seeds: Sequence[int] | None, halting: HaltingConfig, check_every: int) -> Decoded:
-        batch = inputs.images.shape[0]
-        seeds = [self.seed] * batch if seeds is None else list(seeds)
-        slot, encode, launches = self._bind(batch)
+    def _encode(self, inputs, noise: np.ndarray | None) -> tuple[_Slot, tuple[Callable[[], None], ...]]:
+        """Uploads and the encode launch (between the slot's start and encoded events); returns the slot and the
+        step launches."""
+        slot, encode, launches = self._bind(inputs.images.shape[0])
         cuda = self._cuda
         start, encoded, _ = slot.events
-        t0 = time.perf_counter()
         cuda.record(start)
         for name, array in (("images", inputs.images), ("tokens", inputs.tokens), ("proprio", inputs.proprio)):
             self._upload(slot, name, array)
-        recurrent = self.config.decoder.kind == "recurrent"
-        if recurrent:
-            self._upload(slot, "noise", self.pipeline.noise(seeds))
+        if noise is not None:
+            self._upload(slot, "noise", noise)
         encode.launch()
         cuda.record(encoded)
-        if recurrent:
-            result = self._recurrent_loop(slot, launches, batch, halting, check_every)
-        else:
-            result = self._discrete_loop(slot, launches[0], batch, halting)
-        total = (time.perf_counter() - t0) * 1e3
-        trunk = cuda.elapsed_ms(start, encoded)
-        return Decoded(result.actions, result.iterations, result.reasons, result.changes,
-                       {"trunk": trunk, "core": max(0.0, total - trunk)})
+        if noise is not None and "actions" in self._graphs["step"].dtypes:
+            cuda.zero(slot.acts[0])  # the "action" metric compares with the previous decode
+        return slot, launches
+
+    def _timings(self, run: tuple[_Slot, Any], start: float, encoded: float, end: float) -> dict[str, float]:
+        """``trunk`` from the slot's CUDA events, ``core`` the rest of the host time."""
+        events = run[0].events
+        trunk = self._cuda.elapsed_ms(events[0], events[1])
+        return {"trunk": trunk, "core": max(0.0, (end - start) * 1e3 - trunk)}
 
     def _read(self, slot: _Slot, pairs: Sequence[tuple[Any, Any]]) -> None:
         """Copy device -> pinned host buffers and wait for exactly that (the loop's only waits)."""
@@ -605,41 +383,29 @@ class TensorRtEngine(HostEngine):
         cuda.record(slot.events[2])
         cuda.wait(slot.events[2])
 
-    def _recurrent_loop(self, slot: _Slot, launches: Sequence[Callable[[], None]], batch: int,
-                        halting: HaltingConfig, check_every: int) -> Decoded:
-        if "actions" in self._graphs["step"].dtypes:
-            self._cuda.zero(slot.acts[0])  # the "action" metric compares with the previous decode
-        tracker = HaltingTracker(batch, halting, check_every)
-        for k in range(1, halting.k_max + 1):
-            a = (k - 1) % 2
-            launches[a]()
-            change = None
-            read = tracker.wants_change(k)
-            if read:  # the change and this iteration's chunk in one read-back
-                self._read(slot, [(slot.host_change, slot.buffers["change"]), (slot.host_actions, slot.acts[1 - a])])
-                change = self._cuda.host(slot.host_change).astype(np.float32)
+    def _core_step(self, run: tuple[_Slot, Sequence[Callable[[], None]]], k: int, read_change: bool
+                   ) -> ChangeAndActions:
+        slot, launches = run
+        a = (k - 1) % 2
+        launches[a]()
+        change = None
+        if read_change:  # the change and this iteration's chunk in one read-back
+            self._read(slot, [(slot.host_change, slot.buffers["change"]), (slot.host_actions, slot.acts[1 - a])])
+            change = self._cuda.host(slot.host_change).astype(np.float32)
 
-            def actions(read=read, source=slot.acts[1 - a]) -> np.ndarray:
-                if not read:
-                    self._read(slot, [(slot.host_actions, source)])
-                return self._cuda.host(slot.host_actions).astype(np.float32)
+        def actions() -> np.ndarray:
+            if not read_change:
+                self._read(slot, [(slot.host_actions, slot.acts[1 - a])])
+            return self._cuda.host(slot.host_actions).astype(np.float32)
 
-            if tracker.update(k, change, actions):
-                break
-        return tracker.result({})
+        return change, actions
 
-    def _discrete_loop(self, slot: _Slot, launch: Callable[[], None], batch: int, halting: HaltingConfig
-                       ) -> Decoded:
-        c = self.config
-
-        def logits(values: np.ndarray) -> np.ndarray:
-            self._upload(slot, "values", values)
-            launch()
-            self._read(slot, [(slot.host_logits, slot.buffers["logits"])])
-            return self._cuda.host(slot.host_logits).astype(np.float32)
-
-        ids, iterations, reasons = unmask_numpy(logits, (batch, c.chunk_length, c.num_joints), c.decoder.bins, halting)
-        return Decoded(dequantize(ids, c), iterations, reasons, np.zeros((0, batch), np.float32))
+    def _logits(self, run: tuple[_Slot, Sequence[Callable[[], None]]], values: np.ndarray) -> np.ndarray:
+        slot, launches = run
+        self._upload(slot, "values", values)
+        launches[0]()
+        self._read(slot, [(slot.host_logits, slot.buffers["logits"])])
+        return self._cuda.host(slot.host_logits).astype(np.float32)
 
 
 def default_engine_cache() -> Path:

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from dream_vla_ros.policy.config import HaltingConfig, ModelConfig
-from dream_vla_ros.policy.halting import CONVERGED, MAX_ITERATIONS
 from dream_vla_ros.policy.layers import DecoderBlock
+from dream_vla_ros.policy.observation import CONVERGED, MAX_ITERATIONS
 
 
 class DiscreteDecoder(nn.Module):

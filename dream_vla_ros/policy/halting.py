@@ -19,12 +19,9 @@ from dataclasses import dataclass
 import torch
 
 from dream_vla_ros.policy.config import HaltingConfig
+from dream_vla_ros.policy.observation import CONVERGED, FIXED, MAX_ITERATIONS
 
 EPS = 1e-8
-
-CONVERGED = "converged"
-MAX_ITERATIONS = "max_iterations"
-FIXED = "fixed"
 
 StepFn = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 

@@ -7,6 +7,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+CONVERGED = "converged"
+"""Halting reason: the change fell below delta (recurrent) or every value was decided before k_max (discrete)."""
+MAX_ITERATIONS = "max_iterations"
+"""Halting reason: k_max iterations ran without converging."""
+FIXED = "fixed"
+"""Halting reason: halting is off (delta = 0), exactly k_max iterations ran."""
+
 
 @dataclass(frozen=True)
 class Observation:
@@ -31,7 +38,7 @@ class ChunkPrediction:
     positions: [H, J] targets in physical units, in ``joint_names`` order; row i is the target for
         time ``stamp + (i + 1) * dt``.
     iterations: recurrent-core iterations (or unmasking steps) actually run.
-    halt_reason: why the decoder stopped: "converged", "max_iterations" or "fixed".
+    halt_reason: why the decoder stopped: :data:`CONVERGED`, :data:`MAX_ITERATIONS` or :data:`FIXED`.
     timings_ms: stage name -> milliseconds (e.g. "preprocess", "trunk", "core", "coda", "total").
     """
 

@@ -1,10 +1,11 @@
-"""Observation -> model inputs with numpy and OpenCV only (no torch).
+"""Observation -> model inputs with numpy only (no torch; frames that need resizing go through :mod:`.resize`).
 
 Training, torch inference and the ONNX/TensorRT engines call the same functions, so a frame is resized the same
 way everywhere:
 
-- :func:`prepare_image`: centre crop (``crop_fraction`` of the short side), resize to ``image_size`` with
-  ``INTER_AREA`` (``INTER_LINEAR`` when enlarging); uint8 [S, S, 3] stays compact for datasets.
+- :func:`prepare_image`: centre crop (``crop_fraction`` of the short side), resize to ``image_size``
+  (:func:`.resize.resize`: ``INTER_AREA``, ``INTER_LINEAR`` when enlarging); uint8 [S, S, 3] stays compact
+  for datasets.
 - :func:`prepare_images`: one array [C, S, S, 3] in the config's camera order.
 - :func:`images_to_float`: uint8 [..., S, S, 3] -> float32 [..., 3, S, S] in [0, 1], the model's image input.
 - :func:`prepare_inputs`: a whole batch of observations -> the arrays ``encode`` takes.
@@ -20,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from dream_vla_ros.errors import InputError
@@ -43,8 +43,9 @@ def prepare_image(image: np.ndarray, size: int, crop_fraction: float = 1.0, name
     square = array[top : top + side, left : left + side]
     if side == size:
         return np.ascontiguousarray(square)
-    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-    return cv2.resize(np.ascontiguousarray(square), (size, size), interpolation=interpolation)
+    from dream_vla_ros.policy.resize import resize  # OpenCV, loaded with the first frame to resize
+
+    return resize(square, size, size)
 
 
 def prepare_images(images: Mapping[str, np.ndarray], vision: VisionConfig) -> np.ndarray:

@@ -166,7 +166,8 @@ def test_record_keep_and_discard_over_dds(ros, tmp_path):
 def test_kill_9_mid_episode_leaves_finished_episodes_readable_and_the_current_one_marked(ros, tmp_path):
     from dream_vla_ros.cli import main as cli
     from dream_vla_ros.record.episode import INCOMPLETE_DIR, list_episodes, read_info
-    from dream_vla_ros.train.bag_dataset import BuildConfig, build_dataset
+    from dream_vla_ros.train.bag_config import BuildConfig
+    from dream_vla_ros.train.bag_dataset import build_dataset
 
     out = tmp_path / "bags"
     start_recorder(ros, out)

@@ -49,7 +49,8 @@ def test_expert_over_ros_is_recorded_built_trained_and_drives_the_arm(tmp_path):
     from dream_vla_ros.policy.checkpoint import load_checkpoint
     from dream_vla_ros.sim.joint_arm import JOINT_NAMES
     from dream_vla_ros.train import evaluation as ev
-    from dream_vla_ros.train.bag_dataset import BuildConfig, build_dataset
+    from dream_vla_ros.train.bag_config import BuildConfig
+    from dream_vla_ros.train.bag_dataset import build_dataset
     from dream_vla_ros.train.dataset import Dataset
     from dream_vla_ros.train.trainer import TrainConfig, train
 

@@ -23,6 +23,9 @@ from dream_vla_ros.record.episode import (
     read_info,
 )
 from dream_vla_ros.train import bag_dataset as bd
+from dream_vla_ros.train.bag_alignment import at_or_before, gaps, idle_prefix, missing_messages
+from dream_vla_ros.train.bag_config import BuildConfig
+from dream_vla_ros.train.bag_reading import resize_short_side
 from dream_vla_ros.train.dataset import Dataset
 
 TS = typestore_for("kilted")
@@ -123,7 +126,7 @@ def write_episode(root: Path, name: str = "episode_000000", *, seconds: float = 
 
 
 def build(paths, out: Path, **changes) -> bd.BuildResult:
-    config = bd.BuildConfig(out=str(out), **{"min_frames": 5, **changes})
+    config = BuildConfig(out=str(out), **{"min_frames": 5, **changes})
     return bd.build_dataset([str(p) for p in paths], config, log=lambda _: None)
 
 
@@ -177,8 +180,8 @@ def test_leader_actions_interpolate_the_leader_at_the_next_frame(tmp_path):
 
 def test_images_are_resized_keeping_the_aspect_ratio():
     frame = np.zeros((48, 64, 3), dtype=np.uint8)
-    assert bd.resize_short_side(frame, 24).shape == (24, 32, 3)
-    assert bd.resize_short_side(frame, 0) is frame
+    assert resize_short_side(frame, 24).shape == (24, 32, 3)
+    assert resize_short_side(frame, 0) is frame
 
 
 # -- refusals and the report ----------------------------------------------------------------------------------
@@ -243,7 +246,7 @@ def test_report_lists_durations_rates_ranges_and_the_split(tmp_path):
 @given(st.lists(st.floats(0, 100), min_size=1, max_size=40), st.lists(st.floats(-5, 105), min_size=1, max_size=20))
 def test_at_or_before_is_the_last_stamp_not_after(stamps, times):
     stamps = np.sort(np.asarray(stamps))
-    for t, i in zip(times, bd.at_or_before(stamps, np.asarray(times)), strict=True):
+    for t, i in zip(times, at_or_before(stamps, np.asarray(times)), strict=True):
         expected = max((k for k, s in enumerate(stamps) if s <= t), default=-1)
         assert stamps[i] == stamps[expected] if expected >= 0 else i == -1
 
@@ -254,14 +257,14 @@ def test_missing_messages_counts_dropped_samples_of_a_periodic_stream(count, dro
     stamps = np.array([i * 0.01 for i in range(count) if i not in dropped])
     if len(dropped) * 3 > count:
         return  # the median interval is no longer the period
-    assert bd.missing_messages(stamps) == len(dropped)
+    assert missing_messages(stamps) == len(dropped)
 
 
 @given(st.lists(st.floats(0, 10), min_size=2, max_size=50), st.floats(0.05, 2.0))
 def test_gaps_bound_every_interval_inside_the_span(stamps, max_gap):
     stamps = np.sort(np.asarray(stamps))
     start, end = float(stamps[0]), float(stamps[-1])
-    found = bd.gaps(stamps, start, end, max_gap)
+    found = gaps(stamps, start, end, max_gap)
     assert all(length > max_gap for _, length in found)
     assert len(found) == int(np.sum(np.diff(stamps) > max_gap))
 
@@ -285,11 +288,11 @@ def test_gap_counter_tells_losses_from_late_bursts():
 
 def test_idle_prefix():
     actions = np.zeros((6, 2))
-    assert bd.idle_prefix(actions, 1e-3) is None
+    assert idle_prefix(actions, 1e-3) is None
     actions[4:] = 0.1
-    assert bd.idle_prefix(actions, 1e-3) == 3
+    assert idle_prefix(actions, 1e-3) == 3
     actions[0] = 1.0
-    assert bd.idle_prefix(actions, 1e-3) == 0
+    assert idle_prefix(actions, 1e-3) == 0
 
 
 # -- the bag layer: layout, salvage ---------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dream_vla_ros.engines import common, engine_cache, tensorrt_engine
+from dream_vla_ros.engines import common, engine_cache, tensorrt_build
 from dream_vla_ros.engines.device import DeviceIdentity, board_model, cuda_identity, l4t_release
 from dream_vla_ros.engines.engine_cache import CacheKey, EngineCache, make_key
 from dream_vla_ros.engines.manifest import graph_digest
@@ -150,8 +150,8 @@ def fake_trt(monkeypatch):
     """TensorRT 10.3 on an AGX Orin, with a builder that records what it builds."""
     built: list[str] = []
     state = {"version": "10.3.0", "device": AGX, "gate": None}
-    monkeypatch.setattr(tensorrt_engine, "import_tensorrt", lambda: types.SimpleNamespace(__version__=state["version"]))
-    monkeypatch.setattr(tensorrt_engine, "cuda_device", lambda device: (None, 0, state["device"]))
+    monkeypatch.setattr(tensorrt_build, "import_tensorrt", lambda: types.SimpleNamespace(__version__=state["version"]))
+    monkeypatch.setattr(tensorrt_build, "cuda_device", lambda device: (None, 0, state["device"]))
 
     def build(trt, export, spec, settings, cache, device):
         if state["gate"] is not None:
@@ -159,7 +159,7 @@ def fake_trt(monkeypatch):
         built.append(f"{spec.role}:{settings.precision}:{trt.__version__}")
         return f"plan {spec.role} {settings.precision} {trt.__version__}".encode(), {}
 
-    monkeypatch.setattr(tensorrt_engine, "_build_plan", build)
+    monkeypatch.setattr(tensorrt_build, "_build_plan", build)
     return types.SimpleNamespace(built=built, state=state)
 
 
@@ -182,47 +182,47 @@ def export(tmp_path):
 
 def test_a_launch_reuses_rebuilds_with_a_reason_or_refuses(fake_trt, export, tmp_path, monkeypatch):
     cache = EngineCache(tmp_path / "cache")
-    settings = tensorrt_engine.BuildSettings("fp16")
+    settings = tensorrt_build.BuildSettings("fp16")
     messages: list[str] = []
-    tensorrt_engine.build_engines(export, cache, settings, log=messages.append)
+    tensorrt_build.build_engines(export, cache, settings, log=messages.append)
     assert fake_trt.built == ["encode:fp16:10.3.0", "step:fp16:10.3.0"]
     assert any("no cached encode engine" in m for m in messages)
 
     fake_trt.built.clear()
     messages.clear()
-    entries = tensorrt_engine.build_engines(export, cache, settings, log=messages.append)
+    entries = tensorrt_build.build_engines(export, cache, settings, log=messages.append)
     assert fake_trt.built == [] and messages == []  # unchanged: a hit, nothing built, nothing to say
     assert entries["step"].plan.read_bytes() == b"plan step fp16 10.3.0"
 
     # The same GPU name and compute capability on another module: rebuilt, and the message says why.
     fake_trt.state["device"] = dataclasses.replace(AGX, module="NVIDIA Jetson Orin NX Engineering Reference "
                                                    "Developer Kit", sm_count=8, memory_mib=15_388)
-    tensorrt_engine.build_engines(export, cache, settings, log=messages.append)
+    tensorrt_build.build_engines(export, cache, settings, log=messages.append)
     assert fake_trt.built == ["encode:fp16:10.3.0", "step:fp16:10.3.0"]
     assert any("module: NVIDIA Jetson AGX Orin Developer Kit -> NVIDIA Jetson Orin NX" in m for m in messages)
 
     fake_trt.built.clear()
     monkeypatch.setattr(engine_cache, "RECIPE_VERSION", engine_cache.RECIPE_VERSION + 1)  # the build code changed
-    tensorrt_engine.build_engines(export, cache, settings, log=messages.append)
+    tensorrt_build.build_engines(export, cache, settings, log=messages.append)
     assert fake_trt.built == ["encode:fp16:10.3.0", "step:fp16:10.3.0"]
     assert any(f"recipe: {engine_cache.RECIPE_VERSION - 1} -> {engine_cache.RECIPE_VERSION}" in m for m in messages)
 
     fake_trt.built.clear()
     fake_trt.state["version"] = "10.7.0"  # a TensorRT upgrade invalidates every engine, and says so
-    tensorrt_engine.build_engines(export, cache, settings, log=messages.append)
+    tensorrt_build.build_engines(export, cache, settings, log=messages.append)
     assert fake_trt.built == ["encode:fp16:10.7.0", "step:fp16:10.7.0"]
     assert any("tensorrt: 10.3.0 -> 10.7.0" in m for m in messages)
 
     with pytest.raises(EngineError, match=r"no usable TensorRT engine for encode.*precision: fp16 -> fp32"):
-        tensorrt_engine.build_engines(export, cache, dataclasses.replace(settings, precision="fp32"), on_miss="error")
+        tensorrt_build.build_engines(export, cache, dataclasses.replace(settings, precision="fp32"), on_miss="error")
 
-    current = tensorrt_engine.build_engines(export, cache, settings)["step"].plan
+    current = tensorrt_build.build_engines(export, cache, settings)["step"].plan
     current.write_bytes(b"x" * current.stat().st_size)
     fake_trt.built.clear()
     with pytest.raises(EngineError, match="corrupt engine"):
-        tensorrt_engine.build_engines(export, cache, settings)
+        tensorrt_build.build_engines(export, cache, settings)
     assert fake_trt.built == []  # refused, not silently rebuilt
-    tensorrt_engine.build_engines(export, cache, settings, force=True, log=messages.append)
+    tensorrt_build.build_engines(export, cache, settings, force=True, log=messages.append)
     assert fake_trt.built == ["encode:fp16:10.7.0", "step:fp16:10.7.0"]
 
 
@@ -237,7 +237,7 @@ def test_a_build_reports_which_graph_and_the_elapsed_time(fake_trt, export, tmp_
             beat.set()
 
     fake_trt.state["gate"] = beat  # the stand-in builder runs until a heartbeat came
-    tensorrt_engine.build_engines(export, EngineCache(tmp_path / "cache"), tensorrt_engine.BuildSettings("fp16"),
+    tensorrt_build.build_engines(export, EngineCache(tmp_path / "cache"), tensorrt_build.BuildSettings("fp16"),
                                   log=lambda m: None, progress=hear)
     assert progress[0] == "building the TensorRT fp16 engine for encode (1 of 2)"
     assert any(m.startswith("building the TensorRT fp16 engine for encode (1 of 2) (") and m.endswith(
@@ -246,7 +246,7 @@ def test_a_build_reports_which_graph_and_the_elapsed_time(fake_trt, export, tmp_
     assert any(m.startswith("building the TensorRT fp16 engine for step (2 of 2)") for m in progress)
     assert progress[-1].startswith("built the step engine in ")
     count = len(progress)
-    tensorrt_engine.build_engines(export, EngineCache(tmp_path / "cache"), tensorrt_engine.BuildSettings("fp16"),
+    tensorrt_build.build_engines(export, EngineCache(tmp_path / "cache"), tensorrt_build.BuildSettings("fp16"),
                                   log=lambda m: None, progress=hear)
     assert len(progress) == count  # a hit builds nothing and reports nothing
 
@@ -254,21 +254,21 @@ def test_a_build_reports_which_graph_and_the_elapsed_time(fake_trt, export, tmp_
 def test_op_coverage_is_checked_before_building(fake_trt, export, tmp_path):
     export.opset = 16
     with pytest.raises(EngineError, match=r"opset 16 is outside 17..20"):
-        tensorrt_engine.build_engines(export, EngineCache(tmp_path / "cache"), tensorrt_engine.BuildSettings())
+        tensorrt_build.build_engines(export, EngineCache(tmp_path / "cache"), tensorrt_build.BuildSettings())
     assert fake_trt.built == []
 
 
 def test_versions_and_settings_are_checked():
     for ok in ("10.0.1", "10.3.0", "10.13.1"):
-        tensorrt_engine.check_version(ok)
+        tensorrt_build.check_version(ok)
     for bad in ("8.5.2.2", "8.6.2", "9.2.0", "11.4.0"):
         with pytest.raises(EngineError, match=r"is not supported \(supported: TensorRT 10.x"):
-            tensorrt_engine.check_version(bad)
+            tensorrt_build.check_version(bad)
     with pytest.raises(EngineError, match="int8 is ONNX Runtime only"):
-        tensorrt_engine.BuildSettings("int8")
+        tensorrt_build.BuildSettings("int8")
     with pytest.raises(EngineError, match="optimization_level"):
-        tensorrt_engine.BuildSettings(optimization_level=7)
-    assert tensorrt_engine.BuildSettings("fp32").builder()["precision_constraints"] == "none"
+        tensorrt_build.BuildSettings(optimization_level=7)
+    assert tensorrt_build.BuildSettings("fp32").builder()["precision_constraints"] == "none"
 
 
 class _Tensor:
@@ -334,11 +334,11 @@ def test_fp16_builds_keep_normalization_softmax_and_the_halting_change_in_fp32()
 
     spec = GraphSpec("step", "step.onnx", (), (TensorSpec("change", "float32", ("batch",)),),
                      ("LayerNormalization", "MatMul", "Softmax"), (), "s" * 64, {})
-    marked = {layer.name for layer in tensorrt_engine.fp32_layers(FAKE_TRT, _step_network(), spec)}
+    marked = {layer.name for layer in tensorrt_build.fp32_layers(FAKE_TRT, _step_network(), spec)}
     # The change path stops at the step's inputs and its other outputs; constants and shape layers stay as built.
     assert marked == {"layernorm", "attention softmax", "difference", "norm of d", "change"}
     with pytest.raises(EngineError, match="LayerNormalization in the ONNX graph but no normalisation layer"):
-        tensorrt_engine.fp32_layers(FAKE_TRT, _step_network(with_norm=False), spec)
+        tensorrt_build.fp32_layers(FAKE_TRT, _step_network(with_norm=False), spec)
 
 
 def test_without_tensorrt_the_backend_and_build_engine_say_what_is_missing(tmp_path, capsys):

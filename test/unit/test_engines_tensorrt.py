@@ -27,7 +27,7 @@ ort = pytest.importorskip("onnxruntime")
 
 import torch  # noqa: E402
 
-from dream_vla_ros.engines import tensorrt_engine  # noqa: E402
+from dream_vla_ros.engines import tensorrt_build, tensorrt_engine  # noqa: E402
 from dream_vla_ros.engines.device import DeviceIdentity  # noqa: E402
 from dream_vla_ros.engines.export import export_model  # noqa: E402
 from dream_vla_ros.engines.manifest import load_export  # noqa: E402
@@ -245,10 +245,10 @@ def fakes(monkeypatch):
         built.append(f"{spec.role}:{settings.precision}")
         return json.dumps({"onnx": str(export.path(spec)), "role": spec.role}).encode(), {"fp32_layers": 0}
 
-    monkeypatch.setattr(tensorrt_engine, "import_tensorrt", lambda: trt)
-    monkeypatch.setattr(tensorrt_engine, "cuda_device", lambda device: (None, 0, ORIN))
+    monkeypatch.setattr(tensorrt_build, "import_tensorrt", lambda: trt)
+    monkeypatch.setattr(tensorrt_build, "cuda_device", lambda device: (None, 0, ORIN))
     monkeypatch.setattr(tensorrt_engine, "CudaRuntime", lambda torch_module, index: cuda)
-    monkeypatch.setattr(tensorrt_engine, "_build_plan", build)
+    monkeypatch.setattr(tensorrt_build, "_build_plan", build)
     return types.SimpleNamespace(cuda=cuda, trt=trt, built=built)
 
 
@@ -307,6 +307,16 @@ def test_another_batch_size_is_bound_once_and_graphs_follow_batch_one(fakes, exp
     captures = fakes.cuda.counts["captures"]
     _same([engine.infer(observations[0])], [reference.infer(observations[0])])
     assert fakes.cuda.counts["captures"] == captures + 2 and engine.status["cuda graphs"].startswith("step captured")
+
+
+def test_seeds_and_batch_are_checked_before_anything_runs(fakes, exports, observations, tmp_path):
+    engine = _engine(exports[0], tmp_path / "cache")
+    fakes.trt.counts.update(launches=0)
+    with pytest.raises(EngineError, match="got 1 seeds for a batch of 2"):
+        engine.infer_batch(observations[:2], seeds=[0])
+    with pytest.raises(EngineError, match="batch 12 exceeds the export's maximum batch 8"):
+        engine.infer_batch(observations * 2)
+    assert fakes.trt.counts["launches"] == 0
 
 
 def test_a_failed_capture_falls_back_to_launches_and_says_why(fakes, exports, observations, tmp_path):

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from dream_vla_ros.policy.config import HaltingConfig, preset, with_decoder_kind
 from dream_vla_ros.policy.discrete_decoder import unmask
-from dream_vla_ros.policy.halting import CONVERGED, MAX_ITERATIONS
 from dream_vla_ros.policy.inference import TorchPolicy
 from dream_vla_ros.policy.model import build_model
 from dream_vla_ros.policy.objectives import MaskedDiffusionObjective, collate
+from dream_vla_ros.policy.observation import CONVERGED, MAX_ITERATIONS
 from dream_vla_ros.policy.synthetic import fit, synthetic_samples
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

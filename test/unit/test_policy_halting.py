@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from dream_vla_ros.policy.config import HaltingConfig, preset
-from dream_vla_ros.policy.halting import CONVERGED, FIXED, MAX_ITERATIONS, run_halting_loop
+from dream_vla_ros.policy.halting import run_halting_loop
 from dream_vla_ros.policy.inference import TorchPolicy
 from dream_vla_ros.policy.model import build_model
+from dream_vla_ros.policy.observation import CONVERGED, FIXED, MAX_ITERATIONS
 from dream_vla_ros.policy.synthetic import fit, synthetic_samples
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -14,11 +14,10 @@ import torch
 from dream_vla_ros.errors import InputError
 from dream_vla_ros.policy.checkpoint import save_checkpoint
 from dream_vla_ros.policy.config import preset, with_decoder_kind
-from dream_vla_ros.policy.halting import CONVERGED, FIXED, MAX_ITERATIONS
 from dream_vla_ros.policy.inference import TorchPolicy
 from dream_vla_ros.policy.model import build_model
 from dream_vla_ros.policy.normalization import fit_normalization
-from dream_vla_ros.policy.observation import ChunkPrediction, Observation
+from dream_vla_ros.policy.observation import CONVERGED, FIXED, MAX_ITERATIONS, ChunkPrediction, Observation
 from dream_vla_ros.policy.synthetic import synthetic_samples
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
