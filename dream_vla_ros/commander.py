@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dream_vla_ros.errors import DreamVlaError
+from dream_vla_ros.ros_calls import call_service, lifecycle_state, wait_for
 
 TRANSITIONS = {"configure": 1, "activate": 3}  # lifecycle_msgs/Transition ids
 
@@ -164,21 +165,11 @@ class VlaCommander:
             time.sleep(seconds)
 
     def _wait(self, condition, timeout: float, what: str):
-        deadline = time.monotonic() + timeout
-        while True:
-            value = condition()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise CommanderError(f"timed out after {timeout:g} s waiting for {what}")
-            self._spin()
+        return wait_for(condition, timeout, what, pause=self._spin, error=CommanderError)
 
     def _call(self, client, request, timeout: float | None = None):
         timeout = self.service_timeout if timeout is None else timeout
-        self._wait(client.service_is_ready, timeout, f"service {client.srv_name}")
-        future = client.call_async(request)
-        self._wait(future.done, timeout, f"an answer from {client.srv_name}")
-        return future.result()
+        return call_service(client, request, timeout, pause=self._spin, error=CommanderError)
 
     def _state_is(self, *states: str) -> bool:
         status = self.status()
@@ -188,10 +179,10 @@ class VlaCommander:
     def _bring_up(self, who: str, timeout: float) -> None:
         """Configure and activate a lifecycle node if it is not active yet."""
         from lifecycle_msgs.msg import Transition
-        from lifecycle_msgs.srv import ChangeState, GetState
+        from lifecycle_msgs.srv import ChangeState
 
         get_state, change_state = self._lifecycle[who]
-        label = self._call(get_state, GetState.Request()).current_state.label
+        label = lifecycle_state(get_state, self.service_timeout, pause=self._spin, error=CommanderError)
         steps = {"unconfigured": ("configure", "activate"), "inactive": ("activate",)}.get(label, ())
         if label not in ("active", "unconfigured", "inactive"):
             raise CommanderError(f"{get_state.srv_name}: the {who} node is {label!r}")

@@ -5,7 +5,8 @@
 - :class:`RosTestBed` starts processes in that domain (with the large-image Fast DDS profile), owns an
   in-process rclpy context on the same domain for probing the graph and talking to the nodes, and always
   tears everything down.
-- Waits poll the graph with a timeout; nothing sleeps a fixed time hoping the graph is ready.
+- Waits poll the graph with a timeout (the package's :mod:`dream_vla_ros.ros_calls`, TimeoutError when they
+  run out); nothing sleeps a fixed time hoping the graph is ready.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from dream_vla_ros.bringup import dds_environment
 from dream_vla_ros.process_group import ProcessGroup
+from dream_vla_ros.ros_calls import call_service, wait_for
 
 # Fast DDS derives ports from the domain id; ids 0..101 are valid for every RMW. 0 (the default) is avoided.
 _DOMAIN_RANGE = range(1, 102)
@@ -30,18 +32,6 @@ _domain_counter = itertools.count(random.Random(os.getpid() ^ int(time.time())).
 def allocate_domain_id() -> int:
     """A domain id for one test: distinct within this run, randomised across parallel runs."""
     return _DOMAIN_RANGE[next(_domain_counter) % len(_DOMAIN_RANGE)]
-
-
-def poll(condition: Callable[[], Any], timeout: float, interval: float = 0.02, what: str = "condition") -> Any:
-    """Call ``condition`` until it returns a truthy value; raise TimeoutError naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.1f} s waiting for {what}")
-        time.sleep(interval)
 
 
 class RosTestBed:
@@ -87,32 +77,25 @@ class RosTestBed:
         raise AssertionError(f"{name} printed no JSON result; output:\n{self.processes.output(name)[-3000:]}")
 
     # -- graph and messages ----------------------------------------------------------------------------------
+    def _spin_once(self) -> None:
+        self.executor.spin_once(timeout_sec=0.02)
+
     def spin_until(self, condition: Callable[[], Any], timeout: float, what: str = "condition") -> Any:
         """Spin the probe node until ``condition`` holds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            self.executor.spin_once(timeout_sec=0.02)
-            value = condition()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out after {timeout:.1f} s waiting for {what}")
+        return wait_for(condition, timeout, what, pause=self._spin_once)
 
     def wait_for_publisher(self, topic: str, timeout: float = 10.0, count: int = 1) -> None:
-        poll(lambda: self.node.count_publishers(topic) >= count, timeout, what=f"a publisher on {topic}")
+        wait_for(lambda: self.node.count_publishers(topic) >= count, timeout, f"a publisher on {topic}")
 
     def wait_for_subscriber(self, topic: str, timeout: float = 10.0, count: int = 1) -> None:
-        poll(lambda: self.node.count_subscribers(topic) >= count, timeout, what=f"a subscriber on {topic}")
+        wait_for(lambda: self.node.count_subscribers(topic) >= count, timeout, f"a subscriber on {topic}")
 
     def wait_for_service(self, client, timeout: float = 10.0) -> None:
-        poll(lambda: client.service_is_ready(), timeout, what=f"service {client.srv_name}")
+        wait_for(client.service_is_ready, timeout, f"service {client.srv_name}")
 
     def call(self, client, request, timeout: float = 10.0):
         """Call a service from the probe node and return its response."""
-        self.wait_for_service(client, timeout)
-        future = client.call_async(request)
-        self.spin_until(future.done, timeout, what=f"a response from {client.srv_name}")
-        return future.result()
+        return call_service(client, request, timeout, pause=self._spin_once)
 
     def outputs(self) -> str:
         return "\n".join(

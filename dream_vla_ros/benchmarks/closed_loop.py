@@ -1,6 +1,6 @@
 """The whole node graph in closed loop for the graph benchmarks (``bench nodes``, ``bench soak``).
 
-The graph starts the way evaluation starts it (:class:`~dream_vla_ros.train.evaluation.RosSession`: the
+The graph starts the way evaluation starts it (:class:`~dream_vla_ros.evaluation.session.RosSession`: the
 ``sim_arm`` config's processes in a private domain, the shipped model by default); the benchmark then runs
 seeded episodes back to back, each with its instruction as the goal, while it samples the processes' CPU
 time and memory (:mod:`dream_vla_ros.process_stats`) and reads each node's /diagnostics counters.
@@ -100,12 +100,19 @@ def run_graph(
     "episodes", "seconds", "control_period"}``.
 
     ``on_start(session)`` runs once the graph is up (e.g. to start extra processes into its domain)."""
-    from dream_vla_ros.errors import DreamVlaError
-    from dream_vla_ros.train.evaluation import RosSession
+    from dream_vla_ros.errors import ConfigError, DreamVlaError
+    from dream_vla_ros.evaluation.config import DEFAULT_SEED
+    from dream_vla_ros.evaluation.graph import node_config
+    from dream_vla_ros.evaluation.session import RosSession
+    from dream_vla_ros.nodes.executor_config import ExecutorNodeConfig
 
     tasks = [t for t in args.tasks.split(",") if t]
-    period = _control_period(args.config, overrides)
-    with RosSession(args.config, overrides=overrides) as session:
+    session = RosSession(args.config, overrides=overrides)
+    executor = next((node for node in session.bringup.nodes if node.executable == "chunk_executor"), None)
+    if executor is None:
+        raise ConfigError(f"{session.bringup.config_file}: the graph has no chunk_executor node")
+    period = node_config(ExecutorNodeConfig, executor).chunking.control_period  # the executor's tick
+    with session:
         if on_start is not None:
             on_start(session)
         diagnostics = DiagnosticsWatch(session.node)
@@ -117,7 +124,7 @@ def run_graph(
         episodes = 0
         while end is None or time.monotonic() < end:
             task = tasks[episodes % len(tasks)]
-            event = session.reset(task, seed=100_000 + episodes)
+            event = session.reset(task, seed=DEFAULT_SEED + episodes)
             session.set_goal(event["instruction"])
             episodes += 1
             if start is None:
@@ -140,12 +147,3 @@ def run_graph(
         return {"samples": samples, "counters": (first, last), "episodes": episodes,
                 "seconds": time.monotonic() - start, "control_period": period}
 
-
-def _control_period(config: str, overrides: dict[str, dict[str, Any]]) -> float:
-    from dream_vla_ros.configuration import node_section, read_yaml
-    from dream_vla_ros.paths import resolve_config
-
-    path = resolve_config(config)
-    executor = {**node_section(read_yaml(path), "chunk_executor", str(path)), **overrides.get("chunk_executor", {})}
-    chunking = executor.get("chunking", {})
-    return float(executor.get("chunking.control_period", chunking.get("control_period", 0.0125)))

@@ -41,7 +41,6 @@ from dream_vla_ros.process_stats import growth_percent
 
 SIM_TOPIC = "/sim/joint_states"
 RELAY_RATE = 500.0
-CONTROL_DT = 0.0125  # the simulated arm's physics step
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,15 +89,15 @@ def _relay(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.role == "relay":
         return _relay(args)
+    from dream_vla_ros.sim.joint_arm import CONTROL_DT
+
     seconds = args.minutes * 60.0
     baseline = 60.0 if seconds >= 120.0 else seconds / 2.0
     overrides = session_overrides(args, {"sim_arm": {"joint_states_topic": SIM_TOPIC}})
 
     def start_relay(session) -> None:
-        env = {"ROS_DOMAIN_ID": str(session.domain_id), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-               **session.bringup.environment}
-        session.processes.start("joint_state_relay", [sys.executable, "-m", "dream_vla_ros.benchmarks.soak",
-                                                      "--role", "relay", "--relay-rate", str(args.relay_rate)], env)
+        session.start_process("joint_state_relay", [sys.executable, "-m", "dream_vla_ros.benchmarks.soak",
+                                                    "--role", "relay", "--relay-rate", str(args.relay_rate)])
 
     result = run_graph(args, overrides, seconds, marks=(baseline,), on_start=start_relay)
     samples = result["samples"]

@@ -28,9 +28,11 @@ END_FRAMES = 12  # frames showing the outcome after each goal
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from dream_vla_ros.evaluation.config import DEFAULT_SEED
+
     parser.add_argument("--model", default=DEFAULT_MODEL, help="model directory or shipped model name")
     parser.add_argument("--tasks", default=DEFAULT_TASKS, help="comma list of MT10 tasks, one goal each ('mt10': all)")
-    parser.add_argument("--seed", type=int, default=100_000, help="seed of the first episode (goal i: seed + i)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the first episode (goal i: seed + i)")
     parser.add_argument("--phrasings", choices=("train", "heldout"), default="train", help="instruction phrasings")
     parser.add_argument("--max-steps", type=int, default=500, help="physics steps (12.5 ms) per goal")
     parser.add_argument("--refuse", default="make me a coffee", metavar="GOAL",
@@ -140,26 +142,32 @@ def main(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
+    from dream_vla_ros.evaluation.config import ADAPTIVE, EvalConfig
+    from dream_vla_ros.evaluation.episodes import PacedEpisodes
+    from dream_vla_ros.evaluation.graph import policy_overrides
+    from dream_vla_ros.evaluation.pacing import PacingConfig
+    from dream_vla_ros.evaluation.runner import interrupt_on_sigterm
+    from dream_vla_ros.evaluation.session import RosSession
+    from dream_vla_ros.evaluation.statistics import ChunkProfile
+    from dream_vla_ros.sim.joint_arm import CONTROL_DT
     from dream_vla_ros.sim.tasks import parse_tasks
-    from dream_vla_ros.train import evaluation as ev
-    from dream_vla_ros.train.pacing import PacingConfig
 
-    ev.interrupt_on_sigterm()
+    interrupt_on_sigterm()
     model = shipped_model_path(args.model)
     tasks = parse_tasks(args.tasks)
     pacing = PacingConfig(real_time_factor=args.real_time_factor, wall_clock=args.wall_clock)
-    config = ev.EvalConfig(model=str(model), tasks=tasks, episodes=1, seed=args.seed, phrasings=args.phrasings,
+    config = EvalConfig(model=str(model), tasks=tasks, episodes=1, seed=args.seed, phrasings=args.phrasings,
                            max_steps=args.max_steps, threads=args.threads, device=args.device, pacing=pacing)
     recorder = GifRecorder() if args.gif else None
     work = Path(tempfile.mkdtemp(prefix="dream_vla_demo_"))
     profile_path = work / "policy_profile.jsonl"
     print(f"starting sim_arm + policy_node ({model.name}) + chunk_executor over ROS 2 ...", flush=True)
-    session = ev.RosSession(config.config, overrides=ev.policy_overrides(config, ev.ADAPTIVE, profile_path),
-                            echo=sys.stderr if args.verbose else None, log=print)
+    session = RosSession(config.config, overrides=policy_overrides(config, ADAPTIVE, profile_path),
+                         echo=sys.stderr if args.verbose else None, log=print)
     results = []
     try:
         session.start()
-        runner = ev.PacedEpisodes(session, config, ev.ChunkProfile(profile_path), log=print)
+        runner = PacedEpisodes(session, config, ChunkProfile(profile_path), log=print)
         if recorder is not None:
             session.record_frames(recorder.on_frame)
         for i, task in enumerate(tasks):
@@ -175,7 +183,7 @@ def main(args: argparse.Namespace) -> int:
             results.append(result)
             if recorder is not None:
                 recorder.outcome(result.success)
-            outcome = f"success in {result.steps} steps ({result.steps * ev.CONTROL_DT:.2f} s)" if result.success \
+            outcome = f"success in {result.steps} steps ({result.steps * CONTROL_DT:.2f} s)" if result.success \
                 else f"not solved within {result.steps} steps"
             k, latency = result.k_mean, result.latency_ms_median
             pace = f"; real-time factor {result.real_time_factor:g}, {result.lag_events} lag events"

@@ -30,7 +30,8 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from dream_vla_ros.train.evaluation import CONTROLLER_INTERFACES, DEFAULT_SEED
+    from dream_vla_ros.evaluation.config import DEFAULT_SEED
+    from dream_vla_ros.nodes.executor_config import CONTROLLER_INTERFACES
 
     parser.add_argument("--model", default="", metavar="DIR", help="model directory or shipped model name")
     parser.add_argument("--tasks", default="mt10", help="'mt10' or a comma list of task names")
@@ -83,11 +84,12 @@ def main(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from dream_vla_ros.errors import ConfigError
+    from dream_vla_ros.evaluation import report, runner
+    from dream_vla_ros.evaluation.config import ADAPTIVE, EvalConfig
+    from dream_vla_ros.evaluation.pacing import PacingConfig
     from dream_vla_ros.sim.tasks import parse_tasks
-    from dream_vla_ros.train import eval_report, evaluation
-    from dream_vla_ros.train.pacing import PacingConfig
 
-    evaluation.interrupt_on_sigterm()
+    runner.interrupt_on_sigterm()
     if args.expert and (args.k_sweep or args.delay_sweep):
         raise ConfigError("--k-sweep and --delay-sweep evaluate a model; they do not apply to --expert")
     if args.k_sweep and args.delay_sweep:
@@ -95,7 +97,7 @@ def main(args: argparse.Namespace) -> int:
     if args.delays and not args.delay_sweep:
         raise ConfigError("--delays goes with --delay-sweep")
     pacing = PacingConfig(real_time_factor=args.real_time_factor, wall_clock=args.wall_clock)
-    config = evaluation.EvalConfig(
+    config = EvalConfig(
         model=args.model, tasks=parse_tasks(args.tasks), episodes=args.episodes, seed=args.seed,
         phrasings=args.phrasings, controller_interface=args.controller_interface, config=args.config,
         max_steps=args.max_steps, threads=args.threads, device=args.device, expert=args.expert,
@@ -104,21 +106,21 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out or _default_out(args))
     echo = sys.stderr if args.verbose else None
     if args.expert:
-        result = evaluation.evaluate_expert(config, echo=echo)
+        result = runner.evaluate_expert(config, echo=echo)
     elif args.k_sweep:
-        result = evaluation.evaluate_k_sweep(config, out, echo=echo)
+        result = runner.evaluate_k_sweep(config, out, echo=echo)
     elif args.delay_sweep:
-        delays = parse_delays(args.delays) if args.delays else evaluation.DELAY_SWEEP_MS
-        result = evaluation.evaluate_delay_sweep(config, out, delays, echo=echo)
+        delays = parse_delays(args.delays) if args.delays else runner.DELAY_SWEEP_MS
+        result = runner.evaluate_delay_sweep(config, out, delays, echo=echo)
     else:
-        result = evaluation.evaluate_policy(config, evaluation.ADAPTIVE, out, echo=echo)
-    result["files"] = eval_report.write_outputs(result, out)
+        result = runner.evaluate_policy(config, ADAPTIVE, out, echo=echo)
+    result["files"] = report.write_outputs(result, out)
     if result.get("lag_events"):
-        print(eval_report.lag_warning(result), file=sys.stderr)
+        print(report.lag_warning(result), file=sys.stderr)
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "episodes"}))
     else:
-        print(eval_report.markdown_report(result))
+        print(report.markdown_report(result))
         print(f"written: {', '.join([result['files']['markdown'], *result['files']['plots']])}")
     return 0
 

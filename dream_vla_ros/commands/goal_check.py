@@ -44,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         from dream_vla_ros.errors import ConfigError
-        from dream_vla_ros.train.goal_report import goal_sets, roc_report
+        from dream_vla_ros.evaluation.goal_report import goal_sets, roc_report
 
         if not meta.goals.known:
             raise ConfigError(f"{args.model}: the model records no known instructions (nothing to measure)")

@@ -87,9 +87,9 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _expert(args: argparse.Namespace) -> int:
+    from dream_vla_ros.evaluation.ros_demos import RosDemoConfig, record_expert_demos
     from dream_vla_ros.sim.collect import CollectConfig
     from dream_vla_ros.sim.tasks import parse_tasks
-    from dream_vla_ros.train.ros_demos import RosDemoConfig, record_expert_demos
 
     collect = CollectConfig(tasks=parse_tasks(args.tasks), episodes_per_task=args.episodes_per_task, workers=1,
                             seed=args.seed, max_attempts=args.max_attempts)

@@ -24,11 +24,11 @@ def _owner(ros, name: str, **kwargs):
 
 def test_polled_subscription_takes_the_newest_sample_without_any_executor(ros):
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-    from ros_harness import poll
     from sensor_msgs.msg import JointState
 
     from dream_vla_ros.nodes import qos
     from dream_vla_ros.nodes.polling import PolledInputs
+    from dream_vla_ros.ros_calls import wait_for
 
     owner = _owner(ros, "polling_owner", namespace="/arm")
     inputs = PolledInputs(owner)
@@ -40,17 +40,17 @@ def test_polled_subscription_takes_the_newest_sample_without_any_executor(ros):
         assert inputs.node.get_name() == "polling_owner_inputs" and inputs.node.get_namespace() == "/arm"
         publisher = ros.node.create_publisher(JointState, "/arm/joint_states", 10)  # reliable: matches both
         ros.wait_for_subscriber("/arm/joint_states", count=2)
-        poll(lambda: publisher.get_subscription_count() >= 2, 10.0, what="both polled readers matched")
+        wait_for(lambda: publisher.get_subscription_count() >= 2, 10.0, what="both polled readers matched")
         assert newest.take() is None  # nothing published yet
         for i in range(3):
             publisher.publish(_joint_state(float(i)))
         seen: list = []
-        poll(lambda: seen.extend(queued.take_all()) or len(seen) >= 3, 5.0, what="three samples delivered")
+        wait_for(lambda: seen.extend(queued.take_all()) or len(seen) >= 3, 5.0, what="three samples delivered")
         msg = newest.take_newest()
         assert msg is not None and list(msg.position) == [2.0]  # keep last 1: only the newest is kept
         assert newest.take_newest() is None  # taken: nothing new since
         publisher.publish(_joint_state(7.0))
-        assert poll(newest.take_newest, 5.0, what="the next sample").position[0] == 7.0
+        assert wait_for(newest.take_newest, 5.0, what="the next sample").position[0] == 7.0
     finally:
         inputs.close()
         owner.destroy_node()
@@ -58,10 +58,10 @@ def test_polled_subscription_takes_the_newest_sample_without_any_executor(ros):
 
 def test_polled_reliable_queue_keeps_order(ros):
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-    from ros_harness import poll
     from sensor_msgs.msg import JointState
 
     from dream_vla_ros.nodes.polling import PolledInputs
+    from dream_vla_ros.ros_calls import wait_for
 
     profile = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE)
     owner = _owner(ros, "polling_queue_owner")
@@ -69,11 +69,11 @@ def test_polled_reliable_queue_keeps_order(ros):
     try:
         polled = inputs.subscribe(JointState, "/queue", profile)
         publisher = ros.node.create_publisher(JointState, "/queue", profile)
-        poll(lambda: publisher.get_subscription_count() >= 1, 10.0, what="the polled reader matched")
+        wait_for(lambda: publisher.get_subscription_count() >= 1, 10.0, what="the polled reader matched")
         for i in range(4):
             publisher.publish(_joint_state(float(i)))
         taken: list[float] = []
-        poll(lambda: taken.extend(m.position[0] for m in polled.take_all()) or len(taken) >= 4, 5.0,
+        wait_for(lambda: taken.extend(m.position[0] for m in polled.take_all()) or len(taken) >= 4, 5.0,
              what="four samples")
         assert taken == [0.0, 1.0, 2.0, 3.0]
     finally:
@@ -83,11 +83,11 @@ def test_polled_reliable_queue_keeps_order(ros):
 
 def test_clock_ticker_follows_simulated_time(ros):
     from rclpy.parameter import Parameter
-    from ros_harness import poll
     from rosgraph_msgs.msg import Clock
 
     from dream_vla_ros.nodes.conversions import seconds_to_stamp
     from dream_vla_ros.nodes.polling import ClockTicker
+    from dream_vla_ros.ros_calls import wait_for
 
     node = _owner(ros, "ticker_sim", parameter_overrides=[Parameter("use_sim_time", value=True)])
     ros.executor.add_node(node)
@@ -110,20 +110,20 @@ def test_clock_ticker_follows_simulated_time(ros):
     thread = threading.Thread(target=spinner, daemon=True)
     thread.start()
     try:
-        poll(lambda: clock.get_subscription_count() >= 1, 10.0, what="the node's /clock subscription")
+        wait_for(lambda: clock.get_subscription_count() >= 1, 10.0, what="the node's /clock subscription")
         clock.publish(Clock(clock=seconds_to_stamp(1.0)))
-        poll(lambda: node.get_clock().now().nanoseconds == 1_000_000_000, 5.0, what="sim time 1.0")
+        wait_for(lambda: node.get_clock().now().nanoseconds == 1_000_000_000, 5.0, what="sim time 1.0")
         ticker.start()
         time.sleep(0.3)
         assert ticks == []  # simulated time stands still: no tick, however long the wall clock runs
         for k in range(1, 9):  # eight steps of one period each
             clock.publish(Clock(clock=seconds_to_stamp(1.0 + k * 0.0125)))
-            poll(lambda k=k: len(ticks) >= k, 5.0, what=f"tick {k}")
+            wait_for(lambda k=k: len(ticks) >= k, 5.0, what=f"tick {k}")
         assert len(ticks) == 8
         assert ticks == pytest.approx([1.0 + k * 0.0125 for k in range(1, 9)], abs=1e-9)
         assert len(errors) == 1 and "a failing tick" in str(errors[0])  # reported, and the loop went on
         clock.publish(Clock(clock=seconds_to_stamp(2.0)))  # a jump of many periods: one tick, not eighty
-        poll(lambda: len(ticks) >= 9, 5.0, what="the tick after the jump")
+        wait_for(lambda: len(ticks) >= 9, 5.0, what="the tick after the jump")
         time.sleep(0.2)
         assert len(ticks) == 9
     finally:

@@ -179,7 +179,8 @@ def test_expert_replay_through_the_trajectory_topic_succeeds():
     """The scripted expert's joint targets, sent as one JointTrajectory, solve the task on the node."""
     from ros_harness import allocate_domain_id
 
-    from dream_vla_ros.train.evaluation import EvalConfig, evaluate_expert
+    from dream_vla_ros.evaluation.config import EvalConfig
+    from dream_vla_ros.evaluation.runner import evaluate_expert
 
     lines: list[str] = []
     config = EvalConfig(tasks=("reach", "drawer-close"), episodes=1, expert=True, max_steps=300,

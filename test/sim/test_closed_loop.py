@@ -31,35 +31,40 @@ def test_tiny_policy_drives_the_simulated_arm_through_ros(tiny_sawyer_model, tmp
     from sensor_msgs.msg import JointState
 
     from dream_vla_ros.errors import ConfigError
+    from dream_vla_ros.evaluation.config import ADAPTIVE, EvalConfig
+    from dream_vla_ros.evaluation.episodes import run_policy_episode
+    from dream_vla_ros.evaluation.graph import policy_overrides
+    from dream_vla_ros.evaluation.session import RosSession
+    from dream_vla_ros.evaluation.statistics import ChunkProfile, summarize
     from dream_vla_ros.nodes import qos
-    from dream_vla_ros.train import evaluation as ev
+    from dream_vla_ros.sim.joint_arm import CONTROL_DT
 
-    config = ev.EvalConfig(model=str(tiny_sawyer_model), tasks=("reach",), episodes=1, max_steps=200,
+    config = EvalConfig(model=str(tiny_sawyer_model), tasks=("reach",), episodes=1, max_steps=200,
                            domain_id=allocate_domain_id())
     profile_path = tmp_path / "profile.jsonl"
-    overrides = ev.policy_overrides(config, ev.ADAPTIVE, profile_path)
+    overrides = policy_overrides(config, ADAPTIVE, profile_path)
     assert overrides["sim_arm"]["cameras"] == ["corner", "topview"]
     assert overrides["policy_node"]["camera_topics"] == ["/camera/corner/image_raw", "/camera/topview/image_raw"]
     overrides["sim_arm"].update(width=64, height=64)
-    session = ev.RosSession(config.config, overrides=overrides, domain_id=config.domain_id, log=lambda _: None)
+    session = RosSession(config.config, overrides=overrides, domain_id=config.domain_id, log=lambda _: None)
     positions: list[np.ndarray] = []
     try:
         session.start(timeout=120.0)
         session.node.create_subscription(JointState, "/joint_states", lambda m: positions.append(np.array(m.position)),
                                          qos.SENSOR)
-        profile = ev.ChunkProfile(profile_path)
+        profile = ChunkProfile(profile_path)
         starts: list[dict] = []
-        results = [ev.run_policy_episode(session, config, profile, "reach", config.seed, 0, on_start=starts.append)]
+        results = [run_policy_episode(session, config, profile, "reach", config.seed, 0, on_start=starts.append)]
         session.set_real_time_factor(0.8)  # live: the next physics step runs at the new pace
         with pytest.raises(ConfigError, match="real_time_factor"):
             session.set_real_time_factor(-1.0)
-        results.append(ev.run_policy_episode(session, config, profile, "reach", config.seed + 1, 1,
+        results.append(run_policy_episode(session, config, profile, "reach", config.seed + 1, 1,
                                              on_start=starts.append, real_time_factor=0.8))
         verdict = session.judge_goal("make me a coffee")  # this model records no instructions: not checked
         assert verdict["accepted"] and not verdict["checked"] and session.joint_positions().shape == (8,)
         session.set_goal("")
         time.sleep(0.2)
-        session._check_alive()  # no node crashed
+        session.check_alive()  # no node crashed
         if any(r.note for r in results):
             print(session.outputs())  # why an episode did not end, while the processes are still there
     except Exception:
@@ -79,9 +84,9 @@ def test_tiny_policy_drives_the_simulated_arm_through_ros(tiny_sawyer_model, tmp
         assert all(1 <= k <= 12 for k in result.k)
         # On simulated time the nodes' clocks move in 12.5 ms physics steps: a chunk published within its
         # frame's step has latency 0, and one whose frame arrived before that step's /clock, -12.5 ms.
-        assert result.latency_ms and all(-ev.CONTROL_DT * 1e3 - 1e-6 <= v < 2000.0 for v in result.latency_ms)
+        assert result.latency_ms and all(-CONTROL_DT * 1e3 - 1e-6 <= v < 2000.0 for v in result.latency_ms)
     moved = np.max(np.abs(np.array(positions)[:, :7] - positions[0][:7]))
     assert moved > 1e-3, "the arm moves under the policy's chunks"
     assert set(codes.values()) == {0}, codes  # every node shuts down cleanly on SIGINT
-    summary = ev.summarize(results, config)
+    summary = summarize(results, config)
     assert summary["tasks"]["reach"]["episodes"] == 2 and summary["k_mean"] is not None

@@ -29,7 +29,7 @@ def test_jobs_go_task_by_task():
 
 
 def test_seeds_of_a_job_never_collide_with_another_job_or_the_evaluation_seeds():
-    from dream_vla_ros.train.evaluation import DEFAULT_SEED
+    from dream_vla_ros.evaluation.config import DEFAULT_SEED
 
     config = CollectConfig(tasks=TASKS, episodes_per_task=5, seed=7, max_attempts=4)
     jobs = [j for j in make_jobs(config) if j.task == "reach"]
@@ -41,7 +41,7 @@ def test_seeds_of_a_job_never_collide_with_another_job_or_the_evaluation_seeds()
 
 def test_ros_demo_config_refuses_what_it_cannot_record():
     from dream_vla_ros.errors import ConfigError
-    from dream_vla_ros.train.ros_demos import RosDemoConfig
+    from dream_vla_ros.evaluation.ros_demos import RosDemoConfig
 
     for bad in ({"out": ""}, {"out": "x", "image_size": 8}, {"out": "x", "idle": -1.0}, {"out": "x", "max_steps": 5}):
         with pytest.raises(ConfigError):

@@ -26,10 +26,10 @@ def record_expert_episodes(out: Path) -> list[dict]:
     from ros_harness import allocate_domain_id
 
     import dream_vla_ros.sim  # noqa: F401 - MUJOCO_GL before mujoco loads
+    from dream_vla_ros.evaluation.ros_demos import RosDemoConfig, record_expert_demos
     from dream_vla_ros.sim.collect import CollectConfig
     from dream_vla_ros.sim.expert import run_expert
     from dream_vla_ros.sim.joint_arm import JointArm, SimArmConfig
-    from dream_vla_ros.train.ros_demos import RosDemoConfig, record_expert_demos
 
     collect = CollectConfig(tasks=(TASK,), episodes_per_task=EPISODES, workers=1, max_attempts=2)
     summary = record_expert_demos(RosDemoConfig(out=str(out), collect=collect, image_size=SIZE, max_steps=400,
@@ -45,10 +45,14 @@ def test_expert_over_ros_is_recorded_built_trained_and_drives_the_arm(tmp_path):
     from ros_harness import allocate_domain_id
     from sensor_msgs.msg import JointState
 
+    from dream_vla_ros.evaluation.config import ADAPTIVE, EvalConfig
+    from dream_vla_ros.evaluation.episodes import run_policy_episode
+    from dream_vla_ros.evaluation.graph import policy_overrides
+    from dream_vla_ros.evaluation.session import RosSession
+    from dream_vla_ros.evaluation.statistics import ChunkProfile
     from dream_vla_ros.nodes import qos
     from dream_vla_ros.policy.checkpoint import load_checkpoint
     from dream_vla_ros.sim.joint_arm import JOINT_NAMES
-    from dream_vla_ros.train import evaluation as ev
     from dream_vla_ros.train.bag_config import BuildConfig
     from dream_vla_ros.train.bag_dataset import build_dataset
     from dream_vla_ros.train.dataset import Dataset
@@ -95,19 +99,19 @@ def test_expert_over_ros_is_recorded_built_trained_and_drives_the_arm(tmp_path):
     assert model.config.joint_names == JOINT_NAMES and model.config.vision.cameras == ("corner",)
 
     # The trained model drives the simulated arm closed loop through ROS 2.
-    config = ev.EvalConfig(model=str(model_dir), tasks=(TASK,), episodes=1, max_steps=200,
+    config = EvalConfig(model=str(model_dir), tasks=(TASK,), episodes=1, max_steps=200,
                            domain_id=allocate_domain_id())
-    overrides = ev.policy_overrides(config, ev.ADAPTIVE, tmp_path / "profile.jsonl")
+    overrides = policy_overrides(config, ADAPTIVE, tmp_path / "profile.jsonl")
     overrides["sim_arm"].update(width=SIZE, height=SIZE)
-    session = ev.RosSession(config.config, overrides=overrides, domain_id=config.domain_id, log=lambda _: None)
+    session = RosSession(config.config, overrides=overrides, domain_id=config.domain_id, log=lambda _: None)
     positions: list[np.ndarray] = []
     try:
         session.start(timeout=180.0)
         session.node.create_subscription(JointState, "/joint_states", lambda m: positions.append(np.array(m.position)),
                                          qos.SENSOR)
-        outcome = ev.run_policy_episode(session, config, ev.ChunkProfile(tmp_path / "profile.jsonl"), TASK,
+        outcome = run_policy_episode(session, config, ChunkProfile(tmp_path / "profile.jsonl"), TASK,
                                         config.seed, 0)
-        session._check_alive()
+        session.check_alive()
     except Exception:
         print(session.outputs() if session.processes else "")
         raise

@@ -70,7 +70,7 @@ def test_threshold_keeps_the_accept_rate_and_refuses_the_most(accept, refuse):
 
 
 def test_roc_report_table_and_plot(scorer, tmp_path):
-    from dream_vla_ros.train.goal_report import goal_sets, roc_report
+    from dream_vla_ros.evaluation.goal_report import goal_sets, roc_report
 
     accept, refuse = goal_sets(scorer, UNRELATED)
     assert len(accept["held-out phrasings"]) == 20 and len(refuse["other unrelated goals"]) == len(UNRELATED)

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dream_vla_ros.errors import ConfigError
-from dream_vla_ros.train.pacing import (
+from dream_vla_ros.evaluation.pacing import (
     LoadMeter,
     LoadSample,
     Pacer,

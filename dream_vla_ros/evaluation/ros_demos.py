@@ -30,6 +30,7 @@ from typing import Any
 
 from dream_vla_ros.configuration import require, write_params_file
 from dream_vla_ros.errors import DreamVlaError
+from dream_vla_ros.evaluation.session import RECORDER_TRIGGERS, SET_PARAMETERS, RosSession
 from dream_vla_ros.sim.collect import CollectConfig, job_seeds, make_jobs
 
 GRAPH_FILE = "record_graph.yaml"
@@ -67,8 +68,8 @@ class RosDemoConfig:
 def write_graph(config: RosDemoConfig) -> Path:
     """The params file of the graph: sim_arm (config/sim_arm.yaml, resized) and the recorder (config/recorder.yaml)."""
     from dream_vla_ros.configuration import node_section, read_yaml
+    from dream_vla_ros.evaluation.graph import camera_wiring
     from dream_vla_ros.paths import config_dir
-    from dream_vla_ros.train.evaluation import camera_wiring
 
     first = config.collect.tasks[0]
     sim = node_section(read_yaml(config_dir() / "sim_arm.yaml"), "sim_arm")
@@ -86,19 +87,18 @@ def write_graph(config: RosDemoConfig) -> Path:
 class RecorderClient:
     """The recorder node's services and parameters, called from a :class:`RosSession`'s client node."""
 
-    def __init__(self, session: Any, node_name: str = "/recorder") -> None:
+    def __init__(self, session: RosSession) -> None:
         from rcl_interfaces.srv import SetParameters
         from std_srvs.srv import Trigger
 
-        self.session, self.node_name = session, node_name
-        self._triggers = {name: session.node.create_client(Trigger, f"{node_name}/{name}")
-                          for name in ("start", "stop", "discard")}
-        self._parameters = session.node.create_client(SetParameters, f"{node_name}/set_parameters")
+        self.session, self.node_name = session, session.graph.recorder
+        self._triggers = {name: session.node.create_client(Trigger, f"{self.node_name}/{name}")
+                          for name in RECORDER_TRIGGERS}
+        self._parameters = session.node.create_client(SetParameters, f"{self.node_name}/{SET_PARAMETERS}")
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
         for client in (*self._triggers.values(), self._parameters):
-            self.session._wait(client.service_is_ready, deadline, f"service {client.srv_name}")
+            self.session.wait(client.service_is_ready, timeout, f"service {client.srv_name}")
 
     def label(self, task: str, text: str) -> None:
         """Set the task and instruction of the next episode."""
@@ -107,7 +107,7 @@ class RecorderClient:
 
         request = SetParameters.Request(parameters=[Parameter("task", value=task).to_parameter_msg(),
                                                     Parameter("instruction", value=text).to_parameter_msg()])
-        results = self.session._call(self._parameters, request, 10.0, f"{self.node_name}/set_parameters").results
+        results = self.session.call(self._parameters, request, 10.0).results
         refused = [r.reason for r in results if not r.successful]
         if refused:
             raise DreamVlaError(f"the recorder refused the episode label: {refused}")
@@ -116,7 +116,7 @@ class RecorderClient:
         """Call ``~/start``, ``~/stop`` or ``~/discard``; returns the recorder's JSON answer."""
         from std_srvs.srv import Trigger
 
-        answer = self.session._call(self._triggers[name], Trigger.Request(), 30.0, f"{self.node_name}/{name}")
+        answer = self.session.call(self._triggers[name], Trigger.Request(), 30.0)
         if not answer.success:
             raise DreamVlaError(f"{self.node_name}/{name} refused: {answer.message}")
         return json.loads(answer.message)
@@ -126,10 +126,9 @@ def record_expert_demos(config: RosDemoConfig, log: Any = print, progress: bool 
     """Record the demonstrations of ``config`` (see the module docstring); returns a summary."""
     from tqdm import tqdm
 
-    import dream_vla_ros.sim  # noqa: F401 - MUJOCO_GL before mujoco loads
+    from dream_vla_ros.evaluation.episodes import expert_trajectory, last_step_time
     from dream_vla_ros.sim.expert import run_expert
-    from dream_vla_ros.sim.joint_arm import JointArm, SimArmConfig
-    from dream_vla_ros.train.evaluation import CONTROL_DT, RosSession, expert_trajectory, last_step_time
+    from dream_vla_ros.sim.joint_arm import CONTROL_DT, JointArm, SimArmConfig
 
     jobs = make_jobs(config.collect)
     arm = JointArm(SimArmConfig(task=config.collect.tasks[0]))
@@ -172,7 +171,7 @@ def record_expert_demos(config: RosDemoConfig, log: Any = print, progress: bool 
                 counts["missing"] += 1
             bar.set_postfix(task=job.task, kept=len(kept), attempts=counts["attempts"], refresh=False)
             bar.update(1)
-        session._check_alive()
+        session.check_alive()
     finally:
         bar.close()
         codes = session.close()
