@@ -212,17 +212,7 @@ class _Scene:
     def renderer(self) -> mujoco.Renderer:
         """The offscreen renderer, created on first use (no GL context for scenes that never render)."""
         if self._renderer is None:
-            try:
-                renderer = mujoco.Renderer(self.model, height=self._size[0], width=self._size[1])
-            except Exception as exc:  # noqa: BLE001 - mujoco raises FatalError/RuntimeError/EGL errors alike
-                raise ConfigError(
-                    f"rendering failed ({exc}); headless rendering needs MUJOCO_GL=egl (or osmesa) in the"
-                    " environment before mujoco is first imported: export it, or import dream_vla_ros.sim"
-                    " before metaworld/mujoco"
-                ) from None
-            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
-            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
-            self._renderer = renderer
+            self._renderer = make_renderer(self.model, *self._size)
             # Registered after mujoco's own EGL clean-up, so it runs first: free the context while EGL lives.
             atexit.register(_close_at_exit, weakref.ref(self))
         return self._renderer
@@ -232,6 +222,33 @@ class _Scene:
             self._renderer.close()
             self._renderer = None
         self.env.close()
+
+
+def make_renderer(model: mujoco.MjModel, height: int, width: int) -> mujoco.Renderer:
+    """An offscreen renderer of ``model`` without shadows and reflections (its GL context is current in, and
+    belongs to, the calling thread)."""
+    try:
+        renderer = mujoco.Renderer(model, height=height, width=width)
+    except Exception as exc:  # noqa: BLE001 - mujoco raises FatalError/RuntimeError/EGL errors alike
+        raise ConfigError(
+            f"rendering failed ({exc}); headless rendering needs MUJOCO_GL=egl (or osmesa) in the"
+            " environment before mujoco is first imported: export it, or import dream_vla_ros.sim"
+            " before metaworld/mujoco"
+        ) from None
+    renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+    renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+    return renderer
+
+
+def render_camera(renderer: mujoco.Renderer, data: mujoco.MjData, camera: str) -> np.ndarray:
+    """RGB uint8 [height, width, 3] of ``camera`` showing ``data``, upright (:data:`UPSIDE_DOWN_CAMERAS` turned)."""
+    if camera not in CAMERAS:
+        raise InputError(f"camera: unknown camera {camera!r}; known: {', '.join(CAMERAS)}")
+    renderer.update_scene(data, camera=camera)
+    image = renderer.render()
+    if camera in UPSIDE_DOWN_CAMERAS:
+        image = image[::-1, ::-1]
+    return np.ascontiguousarray(image)
 
 
 def _close_at_exit(scene_ref: weakref.ref) -> None:
@@ -492,19 +509,17 @@ class JointArm:
     def render(self, camera: str | None = None) -> np.ndarray:
         """RGB uint8 [height, width, 3] from ``camera`` (default: the first configured camera), upright."""
         self._require_reset()
-        name = camera or self.config.cameras[0]
-        if name not in CAMERAS:
-            raise InputError(f"camera: unknown camera {name!r}; known: {', '.join(CAMERAS)}")
-        renderer = self._scene.renderer
-        renderer.update_scene(self._scene.data, camera=name)
-        image = renderer.render()
-        if name in UPSIDE_DOWN_CAMERAS:
-            image = image[::-1, ::-1]
-        return np.ascontiguousarray(image)
+        return render_camera(self._scene.renderer, self._scene.data, camera or self.config.cameras[0])
 
     def render_all(self) -> dict[str, np.ndarray]:
         """camera name -> image for every configured camera."""
         return {name: self.render(name) for name in self.config.cameras}
+
+    def physics(self) -> tuple[mujoco.MjModel, mujoco.MjData]:
+        """The current scene's model and data (for rendering elsewhere, e.g. :mod:`dream_vla_ros.sim.camera_thread`;
+        the data changes with every step)."""
+        self._require_reset()
+        return self._scene.model, self._scene.data
 
     # ------------------------------------------------------------------ lifetime
     def _scene_for(self, task: str) -> _Scene:
