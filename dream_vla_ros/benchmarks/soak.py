@@ -52,35 +52,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _relay(args: argparse.Namespace) -> dict[str, Any]:
-    """Republish the newest message of SIM_TOPIC on /joint_states at ``relay_rate`` Hz, unchanged."""
+    """Republish the newest message of SIM_TOPIC on /joint_states at ``relay_rate`` Hz, unchanged.
+
+    Like a driver written in C++, the relay costs little: no executor (the newest sample is polled, see
+    ``nodes/polling.py``) and no (de)serialisation (it is taken and republished as CDR bytes)."""
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import JointState
 
     from dream_vla_ros.nodes import qos
+    from dream_vla_ros.nodes.polling import PolledInputs
 
     rclpy.init()
     node = rclpy.create_node("joint_state_relay")
-    latest: list[Any] = [None]
-    node.create_subscription(JointState, SIM_TOPIC, lambda msg: latest.__setitem__(0, msg), qos.SENSOR)
+    inputs = PolledInputs(node)
+    source = inputs.subscribe(JointState, SIM_TOPIC, qos.SENSOR, raw=True)
     publisher = node.create_publisher(JointState, "/joint_states", qos.SENSOR)
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    period, sent = 1.0 / args.relay_rate, 0
+    period, sent, latest = 1.0 / args.relay_rate, 0, None
     due = time.monotonic()
     try:
         while rclpy.ok():
-            executor.spin_once(timeout_sec=max(0.0, due - time.monotonic()))
-            now = time.monotonic()
-            if now < due:
-                continue
-            if latest[0] is not None:
-                publisher.publish(latest[0])
+            latest = source.take_newest() or latest
+            if latest is not None:
+                publisher.publish(latest)
                 sent += 1
-            due = max(due + period, now - period)  # never burst to catch up
+            due = max(due + period, time.monotonic() - period)  # never burst to catch up
+            time.sleep(max(0.0, due - time.monotonic()))
     except (KeyboardInterrupt, Exception):  # noqa: BLE001 - external shutdown ends the relay
         pass
     finally:
+        inputs.close()
         node.destroy_node()
         rclpy.try_shutdown()
     return {"sent": sent}

@@ -71,10 +71,11 @@ class PolledInputs:
         self.node = Node(name, namespace=owner.get_namespace(), context=owner.context,
                          start_parameter_services=False, cli_args=["--ros-args", "-r", f"__node:={name}"])
 
-    def subscribe(self, msg_type: Any, topic: str, qos: Any) -> PolledSubscription:
-        """A polled subscription to ``topic`` as ``owner`` would resolve it."""
+    def subscribe(self, msg_type: Any, topic: str, qos: Any, raw: bool = False) -> PolledSubscription:
+        """A polled subscription to ``topic`` as ``owner`` would resolve it (``raw``: messages are taken as
+        serialised bytes, e.g. to be republished unchanged)."""
         resolved = self._owner.resolve_topic_name(topic)
-        subscription = self.node.create_subscription(msg_type, resolved, _never_called, qos)
+        subscription = self.node.create_subscription(msg_type, resolved, _never_called, qos, raw=raw)
         keep_last = qos.history != HistoryPolicy.KEEP_ALL
         return PolledSubscription(subscription, qos.depth if keep_last else 0)
 
