@@ -14,8 +14,9 @@ the executor's ``servo`` output can be run closed loop where MoveIt is not insta
 - the integration starts from the measured joint state, and again after every halt;
 - when the commands stop (stale), it publishes one hold at the commanded positions and then nothing.
 
-Run: ``python -m dream_vla_ros.nodes.jog_integrator_node --ros-args -p output_topic:=/arm_controller/joint_trajectory``.
-Not installed as an executable (it is a test and simulation tool).
+Run: ``python -m dream_vla_ros.nodes.sim.jog_integrator_node --ros-args -p
+output_topic:=/arm_controller/joint_trajectory``. Not installed as an executable (it is a test and simulation
+tool).
 """
 
 from __future__ import annotations
