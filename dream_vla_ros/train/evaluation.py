@@ -12,7 +12,7 @@ Protocol (``dream-vla-ros eval``):
 - ``--controller-interface`` chooses how the executor commands the arm: ``topic`` (JointTrajectory on
   ``/arm_controller/joint_trajectory``), ``action`` (FollowJointTrajectory goals to the arm's action server)
   or ``servo`` (JointJog velocities to a JointJog integrator that stands in for MoveIt Servo, started as an
-  extra process: ``dream_vla_ros/nodes/jog_integrator_node.py``). ``action`` and ``servo`` need
+  extra process: ``dream_vla_ros/nodes/sim/jog_integrator_node.py``). ``action`` and ``servo`` need
   ``control_msgs`` importable (here: ``eval "$(python test/control_msgs_build.py --exports)"``), and use the
   hand-over protocol around each reset: the executor is paused before ``/sim_arm/reset`` (which switches the
   controller off and on, ending its goal) and activated after it, so it restarts from the new measured state;
@@ -78,7 +78,7 @@ from dream_vla_ros.train.pacing import LoadMeter, Pacer, PacingConfig, available
 
 DEFAULT_SEED = 100_000
 CONTROLLER_INTERFACES = ("topic", "action", "servo")  # chunk_executor.controller_interface
-JOG_INTEGRATOR = "dream_vla_ros.nodes.jog_integrator_node"
+JOG_INTEGRATOR = "dream_vla_ros.nodes.sim.jog_integrator_node"
 EXPERT_GOAL = 0.95
 POLICY_READY = "active: answering chunk requests"
 POLICY_FAILED = "configure failed"
@@ -430,7 +430,6 @@ class RosSession:
         from std_msgs.msg import String
 
         from dream_vla_ros.nodes import qos
-        from dream_vla_ros.nodes.sim_arm_node import EPISODE_QOS
         from dream_vla_ros.process_group import ProcessGroup, start_bringup
 
         env = {"ROS_DOMAIN_ID": str(self.domain_id), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
@@ -459,7 +458,7 @@ class RosSession:
         self._executor = SingleThreadedExecutor(context=self._context)
         self._executor.add_node(self.node)
         self._goal_pub = self.node.create_publisher(String, self.goal_topic, qos.GOAL)
-        self.node.create_subscription(String, f"{self.sim_name}/episode", self._on_event, EPISODE_QOS)
+        self.node.create_subscription(String, f"{self.sim_name}/episode", self._on_event, qos.EVENTS)
         if self.has_policy:
             self.node.create_subscription(String, self.goal_status_topic, self._on_verdict, qos.GOAL)
         from rcl_interfaces.srv import SetParameters
