@@ -9,7 +9,7 @@ Modules: ``tasks`` (MT10 task list and phrasings), ``joint_arm`` (the simulated 
 (scripted-expert demonstrations in joint space), ``collect`` (parallel demonstration collection); for the
 simulated arm node: ``trajectory_follower`` and ``goal_tolerances`` (JointTrajectoryController semantics),
 ``controller`` (the controller with its FollowJointTrajectory goals), ``episode`` (reset sequence, success,
-truncation), ``pacing`` (the physics loop's clock).
+truncation), ``pacing`` (the physics loop's clock); ``jog_integrator`` (the core of the MoveIt Servo stand-in).
 """
 
 from __future__ import annotations
