@@ -13,7 +13,7 @@ NODE_EXECUTABLES = {
     "policy_node": "dream_vla_ros.nodes.policy_node:main",
     "chunk_executor": "dream_vla_ros.nodes.executor_node:main",
     "composed": "dream_vla_ros.nodes.composed:main",
-    "sim_arm": "dream_vla_ros.nodes.sim_arm_node:main",
+    "sim_arm": "dream_vla_ros.nodes.sim.sim_arm_node:main",
     "recorder": "dream_vla_ros.nodes.recorder_node:main",
 }
 

@@ -26,7 +26,7 @@ EXECUTABLES: dict[str, str] = {
     "policy_node": "dream_vla_ros.nodes.policy_node",
     "chunk_executor": "dream_vla_ros.nodes.executor_node",
     "composed": "dream_vla_ros.nodes.composed",
-    "sim_arm": "dream_vla_ros.nodes.sim_arm_node",
+    "sim_arm": "dream_vla_ros.nodes.sim.sim_arm_node",
     "recorder": "dream_vla_ros.nodes.recorder_node",
 }
 

@@ -23,7 +23,7 @@ from dream_vla_ros.evaluation.config import EvalConfig, Halting
 from dream_vla_ros.evaluation.pacing import PacingConfig
 from dream_vla_ros.nodes.executor_config import ExecutorNodeConfig
 from dream_vla_ros.nodes.policy_config import PolicyNodeConfig
-from dream_vla_ros.nodes.sim_arm_config import SimArmNodeConfig
+from dream_vla_ros.nodes.sim.sim_arm_config import SimArmNodeConfig
 from dream_vla_ros.policy.config import ModelConfig
 from dream_vla_ros.record.config import RecorderConfig
 

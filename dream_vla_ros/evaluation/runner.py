@@ -12,7 +12,7 @@ Protocol (``dream-vla-ros eval``):
 - ``--controller-interface`` chooses how the executor commands the arm: ``topic`` (JointTrajectory on
   ``/arm_controller/joint_trajectory``), ``action`` (FollowJointTrajectory goals to the arm's action server)
   or ``servo`` (JointJog velocities to a JointJog integrator that stands in for MoveIt Servo, started as an
-  extra process: ``dream_vla_ros/nodes/jog_integrator_node.py``). ``action`` and ``servo`` need
+  extra process: ``dream_vla_ros/nodes/sim/jog_integrator_node.py``). ``action`` and ``servo`` need
   ``control_msgs`` importable (here: ``eval "$(python test/control_msgs_build.py --exports)"``), and use the
   hand-over protocol around each reset (:mod:`dream_vla_ros.evaluation.episodes`);
 - per episode (:func:`~dream_vla_ros.evaluation.episodes.run_policy_episode`): stop, seeded reset, the

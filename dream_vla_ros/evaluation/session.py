@@ -49,7 +49,7 @@ GET_STATE = "get_state"  # lifecycle_msgs/srv/GetState of a lifecycle node
 STATE_ACTIVE = "active"  # the lifecycle state of a node that is up
 RECORDER_TRIGGERS = ("start", "stop", "discard")  # recorder services (std_srvs/Trigger; JSON answers)
 CLOCK_TOPIC = "/clock"  # the simulated arm's clock (with use_sim_time)
-JOG_INTEGRATOR = "dream_vla_ros.nodes.jog_integrator_node"  # the MoveIt Servo stand-in
+JOG_INTEGRATOR = "dream_vla_ros.nodes.sim.jog_integrator_node"  # the MoveIt Servo stand-in
 
 Log = Callable[[str], None]
 
@@ -116,7 +116,6 @@ class RosSession:
 
         from dream_vla_ros.nodes import qos
         from dream_vla_ros.nodes.polling import PolledInputs
-        from dream_vla_ros.nodes.sim_arm_node import EPISODE_QOS
         from dream_vla_ros.process_group import ProcessGroup, node_argv, start_bringup
 
         graph = self.graph
@@ -143,7 +142,7 @@ class RosSession:
         self._executor = SingleThreadedExecutor(context=self._context)
         self._executor.add_node(self.node)
         self._goal_pub = self.node.create_publisher(String, graph.goal_topic, qos.GOAL)
-        self.node.create_subscription(String, f"{graph.sim}/{SIM_EPISODE}", self._on_event, EPISODE_QOS)
+        self.node.create_subscription(String, f"{graph.sim}/{SIM_EPISODE}", self._on_event, qos.EVENTS)
         if graph.policy:
             self.node.create_subscription(String, f"{graph.policy}/{GOAL_STATUS}", self._on_verdict, qos.GOAL)
         self._reset_client = self.node.create_client(Trigger, f"{graph.sim}/{SIM_RESET}")

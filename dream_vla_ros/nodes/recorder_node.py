@@ -43,7 +43,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from dream_vla_ros.errors import DreamVlaError
-from dream_vla_ros.nodes import params
+from dream_vla_ros.nodes import params, qos
 from dream_vla_ros.nodes.diagnostics import Diagnostics
 from dream_vla_ros.nodes.health import cause_key
 from dream_vla_ros.record.bag import typestore_for
@@ -52,9 +52,6 @@ from dream_vla_ros.record.episode import RecorderError
 from dream_vla_ros.record.recorder import Recorder
 
 NODE_NAME = "recorder"
-
-EVENTS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
-                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 try:  # Iron and later
     from rclpy.event_handler import SubscriptionEventCallbacks
@@ -108,7 +105,7 @@ class RecorderNode(Node):
         if config.extra_topics:
             self._discover()
             self.create_timer(1.0, self._discover, callback_group=control_group)
-        self._events = self.create_publisher(String, "~/events", EVENTS_QOS)
+        self._events = self.create_publisher(String, "~/events", qos.EVENTS)
         self.create_service(Trigger, "~/start", self._on_start, callback_group=control_group)
         self.create_service(Trigger, "~/stop", self._on_stop, callback_group=control_group)
         self.create_service(Trigger, "~/discard", self._on_discard, callback_group=control_group)
@@ -159,12 +156,12 @@ class RecorderNode(Node):
         def on_lost(info, topic: str = topic) -> None:
             self.recorder.on_lost(topic, int(info.total_count_change))
 
-        qos = self._qos(role, topic)
+        profile = self._qos(role, topic)
         try:
-            self.create_subscription(cls, topic, callback, qos, callback_group=self._io_group, raw=True,
+            self.create_subscription(cls, topic, callback, profile, callback_group=self._io_group, raw=True,
                                      event_callbacks=SubscriptionEventCallbacks(message_lost=on_lost))
         except Exception:  # noqa: BLE001 - a middleware without the message-lost event: record without it
-            self.create_subscription(cls, topic, callback, qos, callback_group=self._io_group, raw=True)
+            self.create_subscription(cls, topic, callback, profile, callback_group=self._io_group, raw=True)
         self._subscribed.add(topic)
 
     def _discover(self) -> None:

@@ -6,7 +6,10 @@ both must be in the environment before ``mujoco`` is first imported. Override th
 values (for example ``MUJOCO_GL=osmesa``) before starting Python.
 
 Modules: ``tasks`` (MT10 task list and phrasings), ``joint_arm`` (the simulated arm), ``expert``
-(scripted-expert demonstrations in joint space), ``collect`` (parallel demonstration collection).
+(scripted-expert demonstrations in joint space), ``collect`` (parallel demonstration collection); for the
+simulated arm node: ``trajectory_follower`` and ``goal_tolerances`` (JointTrajectoryController semantics),
+``controller`` (the controller with its FollowJointTrajectory goals), ``episode`` (reset sequence, success,
+truncation), ``pacing`` (the physics loop's clock); ``jog_integrator`` (the core of the MoveIt Servo stand-in).
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ from dream_vla_ros.sim.tasks import task_spec
 
 HOLD_STEPS = 10
 """Steps the expert keeps acting after the first success, so demonstrations show the goal held."""
+MAX_STEPS = 500
+"""Steps after which an expert episode ends without success (Meta-World's episode length)."""
 
 
 @dataclass(frozen=True)
@@ -56,21 +58,21 @@ class Replay:
 
 
 def run_expert(
-    arm: JointArm, task: str, seed: int, max_steps: int | None = None, hold_steps: int = HOLD_STEPS
+    arm: JointArm, task: str, seed: int, max_steps: int = MAX_STEPS, hold_steps: int = HOLD_STEPS
 ) -> Demonstration:
-    """Run the scripted expert of ``task`` from the seeded start; stop ``hold_steps`` after success."""
+    """Run the scripted expert of ``task`` from the seeded start for at most ``max_steps`` steps; stop
+    ``hold_steps`` after success."""
     from metaworld.policies import ENV_POLICY_MAP
 
     spec = task_spec(task)
     policy = ENV_POLICY_MAP[spec.env_name]()
-    limit = max_steps or arm.config.max_steps
     arm.reset(spec.name, seed)
-    targets = np.empty((limit, len(JOINT_NAMES)))
+    targets = np.empty((max_steps, len(JOINT_NAMES)))
     first_success: int | None = None
     steps = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the experts warn when their proportional gains saturate
-        while steps < limit:
+        while steps < max_steps:
             action = policy.get_action(arm.task_observation())
             gripper = gripper_from_effort(float(action[3]))
             state = arm.step_mocap(action[:3], gripper)

@@ -72,7 +72,6 @@ class SimArmConfig:
     cameras: cameras rendered by ``render_all`` (the first is ``render()``'s default), from :data:`CAMERAS`.
     width, height: image size in pixels.
     seed: episode seed used by ``reset`` when none is given.
-    max_steps: control steps after which ``ArmState.truncated`` is set (Meta-World's 500).
     cached_scenes: task scenes kept built (each holds ~200 MB, mostly textures; building one takes ~0.3 s).
     kp, kd: joint PD gains (1/s^2, 1/s), applied through the joint-space inertia.
     damping_feedforward: lambda in the damping feed-forward b (v_ff + lambda e), 1/s.
@@ -89,7 +88,6 @@ class SimArmConfig:
     width: int = 128
     height: int = 128
     seed: int = 0
-    max_steps: int = 500
     cached_scenes: int = 2
     kp: float = 900.0
     kd: float = 60.0
@@ -108,7 +106,6 @@ class SimArmConfig:
         require(16 <= self.width <= 2048, "width", f"must be in [16, 2048] pixels, got {self.width}")
         require(16 <= self.height <= 2048, "height", f"must be in [16, 2048] pixels, got {self.height}")
         require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
-        require(self.max_steps >= 1, "max_steps", f"must be >= 1, got {self.max_steps}")
         require(self.cached_scenes >= 1, "cached_scenes", f"must be >= 1, got {self.cached_scenes}")
         require(self.kp > 0, "kp", f"must be > 0, got {self.kp}")
         require(self.kd >= 0, "kd", f"must be >= 0, got {self.kd}")
@@ -129,7 +126,6 @@ class ArmState:
     step: control steps since reset.
     success: the task has been solved at some step since reset (Meta-World's episode success).
     success_now: the task's success condition holds at this step.
-    truncated: ``step >= max_steps``.
     goal_distance: how far the task is from its goal, in m: the distance Meta-World's success compares with
       its threshold (reach: hand to goal, 5 cm; push 5 cm and pick-place / peg-insert-side 7 cm: object to
       goal; door-open: handle x to the target x, 8 cm; the others: Meta-World's ``obj_to_target``).
@@ -141,7 +137,6 @@ class ArmState:
     step: int
     success: bool
     success_now: bool
-    truncated: bool
     goal_distance: float
 
 
@@ -493,7 +488,6 @@ class JointArm:
             step=self._step,
             success=self._success,
             success_now=self._success_now,
-            truncated=self._step >= self.config.max_steps,
             goal_distance=self._goal_distance,
         )
 

@@ -58,10 +58,10 @@ def start_graph(ros, interface: str, **extra) -> None:
     ros.start_python("sim_arm", nodes["sim_arm"].module, *nodes["sim_arm"].ros_args())
     from std_msgs.msg import String
 
-    from dream_vla_ros.nodes.sim_arm_node import EPISODE_QOS
+    from dream_vla_ros.nodes import qos
 
     events = []
-    ros.node.create_subscription(String, "/sim_arm/episode", lambda m: events.append(json.loads(m.data)), EPISODE_QOS)
+    ros.node.create_subscription(String, "/sim_arm/episode", lambda m: events.append(json.loads(m.data)), qos.EVENTS)
     ros.spin_until(lambda: any(e["event"] == "reset" for e in events), 60.0, "the arm's first episode")
     ros.start_python("executor", nodes["chunk_executor"].module, *nodes["chunk_executor"].ros_args())
 
@@ -258,7 +258,7 @@ def change_state(ros, transition: str) -> bool:
 
 def test_servo_interface_drives_the_sim_arm_through_a_jog_integrator(ros, control_msgs_env):
     start_graph(ros, "servo")
-    ros.start_python("servo_stand_in", "dream_vla_ros.nodes.jog_integrator_node", "--ros-args", "-p",
+    ros.start_python("servo_stand_in", "dream_vla_ros.nodes.sim.jog_integrator_node", "--ros-args", "-p",
                      "output_topic:=/arm_controller/joint_trajectory")
     probe = Probe(ros)
     probe.wait(lambda: probe.status.get("state") == "paused" and probe.samples, what="the paused executor")

@@ -108,13 +108,13 @@ def test_record_keep_and_discard_over_dds(ros, tmp_path):
     from diagnostic_msgs.msg import DiagnosticArray
     from std_msgs.msg import String
 
-    from dream_vla_ros.nodes.recorder_node import EVENTS_QOS
+    from dream_vla_ros.nodes import qos
     from dream_vla_ros.record.episode import INCOMPLETE_DIR, read_info
 
     out = tmp_path / "bags"
     start_recorder(ros, out)
     events, diagnostics = [], []
-    ros.node.create_subscription(String, f"{NODE}/events", lambda m: events.append(json.loads(m.data)), EVENTS_QOS)
+    ros.node.create_subscription(String, f"{NODE}/events", lambda m: events.append(json.loads(m.data)), qos.EVENTS)
     ros.node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
     robot = Robot(ros, "open the drawer")
 

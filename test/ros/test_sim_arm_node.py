@@ -83,7 +83,6 @@ def test_reset_answers_the_instruction_and_sensors_stream(ros):
     from std_msgs.msg import String
 
     from dream_vla_ros.nodes import qos
-    from dream_vla_ros.nodes.sim_arm_node import EPISODE_QOS
     from dream_vla_ros.sim.joint_arm import JOINT_NAMES
     from dream_vla_ros.sim.tasks import instruction
 
@@ -91,7 +90,7 @@ def test_reset_answers_the_instruction_and_sensors_stream(ros):
     frames, top_frames, events = [], [], []
     ros.node.create_subscription(Image, "/camera/image_raw", frames.append, qos.SENSOR)
     ros.node.create_subscription(Image, "/camera/top/image_raw", top_frames.append, qos.SENSOR)
-    ros.node.create_subscription(String, f"{NODE}/episode", lambda m: events.append(json.loads(m.data)), EPISODE_QOS)
+    ros.node.create_subscription(String, f"{NODE}/episode", lambda m: events.append(json.loads(m.data)), qos.EVENTS)
     joints = JointLog(ros)
 
     event = reset(ros, task="push", seed=7, phrasing_split="heldout", phrasing_index=1)

@@ -7,15 +7,16 @@ the executor's ``servo`` output can be run closed loop where MoveIt is not insta
 
 - every ``publish_period`` s, if the newest command is fresh (``header.stamp`` within
   ``incoming_command_timeout`` of now, as Servo checks it), the commanded joint positions advance by
-  velocity * elapsed time (joints not in the command hold) and a JointTrajectory is published: the
-  commanded positions continued at the commanded velocity for ``lookahead_points`` periods, with
-  ``header.stamp`` = now (Servo too stamps its output in absolute time and sends several points, so a late
-  timer tick neither jerks nor stalls the controller);
+  velocity * elapsed time (joints not in the command hold; :mod:`dream_vla_ros.sim.jog_integrator`) and a
+  JointTrajectory is published: the commanded positions continued at the commanded velocity for
+  ``lookahead_points`` periods, with ``header.stamp`` = now (Servo too stamps its output in absolute time and
+  sends several points, so a late timer tick neither jerks nor stalls the controller);
 - the integration starts from the measured joint state, and again after every halt;
 - when the commands stop (stale), it publishes one hold at the commanded positions and then nothing.
 
-Run: ``python -m dream_vla_ros.nodes.jog_integrator_node --ros-args -p output_topic:=/arm_controller/joint_trajectory``.
-Not installed as an executable (it is a test and simulation tool).
+Run: ``python -m dream_vla_ros.nodes.sim.jog_integrator_node --ros-args -p
+output_topic:=/arm_controller/joint_trajectory``. Not installed as an executable (it is a test and simulation
+tool).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from dream_vla_ros.configuration import require
 from dream_vla_ros.nodes import params, qos
 from dream_vla_ros.nodes.controller_outputs import import_control_msgs
 from dream_vla_ros.nodes.conversions import seconds_to_duration, seconds_to_stamp, stamp_to_seconds
+from dream_vla_ros.sim.jog_integrator import JogIntegrator
 
 NODE_NAME = "servo_node"
 
@@ -78,10 +80,7 @@ class JogIntegratorNode(Node):
         self._lock = threading.Lock()
         self._measured: tuple[list[str], np.ndarray] | None = None
         self._command: tuple[float, dict[str, float]] | None = None
-        self._names: list[str] = []
-        self._q: np.ndarray | None = None
-        self._t = 0.0
-        self._running = False
+        self._integrator = JogIntegrator(self.config.incoming_command_timeout)
         self.commands = 0
         self._publisher = self.create_publisher(JointTrajectory, self.config.output_topic, qos.CONTROLLER)
         self.create_subscription(jog_type, self.config.command_topic, self._on_jog, qos.CONTROLLER)
@@ -105,27 +104,15 @@ class JogIntegratorNode(Node):
             self.commands += 1
 
     def _on_timer(self) -> None:
-        now, period = self._now(), self.config.publish_period
+        now = self._now()
         with self._lock:
             command, measured = self._command, self._measured
-        fresh = command is not None and now - command[0] < self.config.incoming_command_timeout
-        if not fresh:
-            if self._running:  # halt: hold the commanded positions once, then publish nothing
-                self._running = False
-                self._publish(now, self._q, np.zeros_like(self._q), period)
-            return
-        if not self._running:
-            if measured is None:
-                return
-            self._names, self._q, self._t = measured[0], measured[1].copy(), now
-            self._running = True
-        velocity = np.array([command[1].get(name, 0.0) for name in self._names])
-        self._q = self._q + velocity * min(now - self._t, self.config.incoming_command_timeout)
-        self._t = now
-        self._publish(now, self._q, velocity, period)
+        out = self._integrator.update(now, command, measured)
+        if out is not None:
+            self._publish(now, *out, self.config.publish_period)
 
     def _publish(self, now: float, q: np.ndarray, v: np.ndarray, period: float) -> None:
-        msg = JointTrajectory(joint_names=list(self._names))
+        msg = JointTrajectory(joint_names=list(self._integrator.names))
         msg.header.stamp = seconds_to_stamp(now)
         msg.points = [
             JointTrajectoryPoint(positions=(q + v * period * i).tolist(), velocities=v.tolist(),
