@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 
 import mujoco
@@ -31,53 +30,63 @@ from dream_vla_ros.sim.joint_arm import make_renderer, render_camera
 RENDER_STATE = ("qpos", "mocap_pos", "mocap_quat", "xpos", "xquat", "xmat", "geom_xpos", "geom_xmat",
                 "site_xpos", "site_xmat", "cam_xpos", "cam_xmat", "light_xpos", "light_xdir")
 
-FrameSink = Callable[[float, dict[str, np.ndarray]], None]
+FrameSink = Callable[[float, dict[str, np.ndarray], float], None]
 
 
 class CameraThread:
-    """Renders ``cameras`` at ``height`` x ``width`` for each :meth:`capture`, in order, on its own thread.
+    """Renders the cameras of each :meth:`capture` at ``height`` x ``width``, in order, on its own thread.
 
-    ``on_frame(t, {camera: image})`` and ``on_error(exc)`` (a failed render; the frame is skipped) run on
-    the camera thread. ``render_ms`` holds the wall time of the recent frames (all cameras).
+    ``on_frame(t, {camera: image}, render_ms)`` and ``on_error(exc)`` (a failed render; the frame is skipped)
+    run on the camera thread.
     """
 
-    def __init__(self, cameras: Sequence[str], height: int, width: int, on_frame: FrameSink,
+    def __init__(self, height: int, width: int, on_frame: FrameSink,
                  on_error: Callable[[BaseException], None]) -> None:
-        self._cameras = tuple(cameras)
         self._size = (height, width)
         self._on_frame = on_frame
         self._on_error = on_error
         self._wake = threading.Condition()
-        self._pending: tuple[float, mujoco.MjModel, mujoco.MjData] | None = None  # until rendered
+        # time, model, state copy (None: only make the renderer), cameras; until handed on
+        self._pending: tuple[float, mujoco.MjModel, mujoco.MjData | None, tuple[str, ...]] | None = None
         self._copy: tuple[mujoco.MjModel, mujoco.MjData] | None = None
         self._closed = False
-        self.render_ms: deque[float] = deque(maxlen=100)
-        self.frames = 0
         self._thread = threading.Thread(target=self._run, name="cameras", daemon=True)
         self._thread.start()
 
-    def capture(self, t: float, model: mujoco.MjModel, data: mujoco.MjData) -> None:
-        """Render the state ``data`` holds now as the frame of time ``t`` (waits while a frame is in flight)."""
+    def capture(self, t: float, model: mujoco.MjModel, data: mujoco.MjData, cameras: Sequence[str]) -> None:
+        """Render ``cameras`` showing the state ``data`` holds now, as the frame of time ``t`` (waits while a
+        frame is in flight)."""
         if model.ntendon or model.nskin or model.nflex:
             raise ConfigError("camera thread: scenes with tendons, skins or flexes are not supported")
         with self._wake:
-            while self._pending is not None and not self._closed:
-                self._wake.wait()
-            if self._closed:
+            if not self._wait_idle():
                 return
             if self._copy is None or self._copy[0] is not model:
                 self._copy = (model, mujoco.MjData(model))
             state = self._copy[1]
             for name in RENDER_STATE:
                 np.copyto(getattr(state, name), getattr(data, name))
-            self._pending = (t, model, state)
+            self._pending = (t, model, state, tuple(cameras))
             self._wake.notify_all()
+
+    def prepare(self, model: mujoco.MjModel) -> None:
+        """Make the renderer of ``model`` now and wait for it (a scene's first frame is then not late)."""
+        with self._wake:
+            if self._wait_idle():
+                self._pending = (float("nan"), model, None, ())
+                self._wake.notify_all()
+                self._wait_idle()
 
     def wait_idle(self) -> None:
         """Return once every captured frame has been handed on."""
         with self._wake:
-            while self._pending is not None and not self._closed:
-                self._wake.wait()
+            self._wait_idle()
+
+    def _wait_idle(self) -> bool:
+        """(Under the lock.) Wait until nothing is in flight; False once closed."""
+        while self._pending is not None and not self._closed:
+            self._wake.wait()
+        return not self._closed
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the thread (after the frame in flight) and release its renderer."""
@@ -97,18 +106,17 @@ class CameraThread:
                         self._wake.wait()
                     if self._pending is None:
                         return
-                    t, frame_model, state = self._pending
-                started = time.perf_counter()
+                    t, frame_model, state, cameras = self._pending
                 try:
                     if frame_model is not model:
                         if renderer is not None:
                             renderer.close()
                         renderer, model = None, None
                         renderer, model = make_renderer(frame_model, *self._size), frame_model
-                    images = {camera: render_camera(renderer, state, camera) for camera in self._cameras}
-                    self.render_ms.append((time.perf_counter() - started) * 1e3)
-                    self.frames += 1
-                    self._on_frame(t, images)
+                    if state is not None:
+                        started = time.perf_counter()
+                        images = {camera: render_camera(renderer, state, camera) for camera in cameras}
+                        self._on_frame(t, images, (time.perf_counter() - started) * 1e3)
                 except Exception as exc:  # noqa: BLE001 - a failed frame is reported; the next one is tried
                     self._on_error(exc)
                 with self._wake:

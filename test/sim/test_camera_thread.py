@@ -20,18 +20,19 @@ def test_every_mt10_scene_renders_the_same_on_the_camera_thread():
     frames: dict[float, dict[str, np.ndarray]] = {}
     errors: list[BaseException] = []
     rng = np.random.default_rng(3)
-    cameras = CameraThread(CAMERAS, 64, 64, lambda t, images: frames.__setitem__(t, images), errors.append)
+    cameras = CameraThread(64, 64, lambda t, images, _: frames.__setitem__(t, images), errors.append)
     expected: dict[float, dict[str, np.ndarray]] = {}
     with JointArm(SimArmConfig(task="reach", cameras=CAMERAS, width=64, height=64, cached_scenes=1)) as arm:
         t = 0.0
         for task in MT10:  # every scene switch gives the camera thread a new model and renderer
             state = arm.reset(task, seed=5)
+            cameras.prepare(arm.physics()[0])  # as the node does at a reset
             for step in range(12):
                 state = arm.step(state.positions + rng.normal(0.0, 0.05, 8))
                 t += CONTROL_DT
                 if step % 4 == 3:
                     expected[t] = arm.render_all()
-                    cameras.capture(t, *arm.physics())  # the arm steps on while the thread renders its copy
+                    cameras.capture(t, *arm.physics(), CAMERAS)  # the arm steps on while the thread renders its copy
     cameras.close()
     assert not errors
     assert list(frames) == list(expected)  # every frame, in order
@@ -43,10 +44,10 @@ def test_every_mt10_scene_renders_the_same_on_the_camera_thread():
 def test_a_capture_waits_for_the_frame_in_flight_and_a_failed_frame_is_reported():
     frames: list[float] = []
     errors: list[BaseException] = []
-    cameras = CameraThread(("corner", "no-such-camera"), 32, 32, lambda t, _: frames.append(t), errors.append)
+    cameras = CameraThread(32, 32, lambda t, *_: frames.append(t), errors.append)
     with JointArm(SimArmConfig(task="reach", cameras=("corner",), width=32, height=32)) as arm:
         arm.reset(seed=1)
         for k in range(3):
-            cameras.capture(k * CONTROL_DT, *arm.physics())  # the next capture waits; none is dropped
+            cameras.capture(k * CONTROL_DT, *arm.physics(), ("corner", "no-such-camera"))  # none dropped
     cameras.close()
     assert frames == [] and len(errors) == 3 and all(isinstance(e, InputError) for e in errors)
