@@ -92,6 +92,7 @@ from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from dream_vla_ros import protocol
 from dream_vla_ros.errors import ConfigError, DreamVlaError
 from dream_vla_ros.nodes import params, qos
 from dream_vla_ros.nodes.conversions import duration_to_seconds, rgb_to_image, seconds_to_stamp, stamp_to_seconds
@@ -230,7 +231,7 @@ class SimArmNode(Node):
         # loop reads its command buffer (polling.py: no executor wake-up per message).
         self._polled = PolledInputs(self)
         self._trajectory_input = self._polled.subscribe(JointTrajectory, config.trajectory_topic, TRAJECTORY_QOS)
-        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=reset_group)
+        self.create_service(Trigger, protocol.RESET, self._on_reset, callback_group=reset_group)
         self.blocking_nodes: list[Node] = []
         self._action_server = self._create_action_server()
         self.diagnostics = Diagnostics(self, self._diagnostic_values, config.diagnostics_period,
@@ -633,7 +634,7 @@ class _SimulationLoop:
         node, episode, request = self.node, self.episode, self.reset_request
         self.phase = ACTIVE
         event = {
-            "event": "reset", "episode": episode.number, "task": episode.task, "seed": episode.seed,
+            "event": protocol.EVENT_RESET, "episode": episode.number, "task": episode.task, "seed": episode.seed,
             "instruction": episode.instruction, "phrasing_split": episode.phrasing_split,
             "phrasing_index": episode.phrasing_index, "stamp": t, "max_steps": self.config.max_steps,
         }
@@ -751,10 +752,10 @@ class _SimulationLoop:
         episode.closest = min(episode.closest, state.goal_distance)
         kind = None
         if state.success:
-            kind = "success"
+            kind = protocol.EVENT_SUCCESS
             self.node._success_pub.publish(Bool(data=True))
         elif self.config.max_steps and episode.steps >= self.config.max_steps:
-            kind = "truncated"
+            kind = protocol.EVENT_TRUNCATED
         if kind is None:
             return
         episode.finished = True
