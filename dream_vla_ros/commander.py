@@ -48,6 +48,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from dream_vla_ros import protocol
 from dream_vla_ros.errors import DreamVlaError
 from dream_vla_ros.ros_calls import call_service, lifecycle_state, wait_for
 
@@ -113,18 +114,20 @@ class VlaCommander:
         self._cancel = threading.Event()
         self._running = False
         self._goal_pub = node.create_publisher(String, goal_topic, qos.GOAL)
-        node.create_subscription(String, f"{self.executor_name}/status", self._on_status, qos.GOAL)
+        node.create_subscription(String, protocol.resolve(self.executor_name, protocol.STATUS_TOPIC), self._on_status,
+                                 qos.GOAL)
         if success_topic:
             node.create_subscription(Bool, success_topic, self._on_success,
                                      QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
-        self._trigger = {name: node.create_client(Trigger, f"{self.executor_name}/{name}")
-                         for name in ("pause", "activate")}
+        self._trigger = {name: node.create_client(Trigger, protocol.resolve(self.executor_name, name))
+                         for name in (protocol.PAUSE, protocol.ACTIVATE)}
         self._lifecycle = {
             who: (node.create_client(GetState, f"{name}/get_state"),
                   node.create_client(ChangeState, f"{name}/change_state"))
             for who, name in (("executor", self.executor_name), ("policy", self.policy_name)) if name
         }
-        self._policy_resume = node.create_client(Trigger, f"{self.policy_name}/resume") if policy else None
+        self._policy_resume = (node.create_client(Trigger, protocol.resolve(self.policy_name, protocol.RESUME))
+                               if policy else None)
         self._servo = self._servo_clients(_absolute(servo_node), servo_api) if servo_node else None
         self._executor = None
         if spin:
@@ -155,7 +158,7 @@ class VlaCommander:
     def is_active(self) -> bool:
         """Whether the VLA may be commanding the arm now (the executor is active or still braking to pause)."""
         status = self.status()
-        return status is not None and status.get("state") in ("active", "pausing")
+        return status is not None and status.get(protocol.STATE) in protocol.COMMANDING
 
     # -- waiting -------------------------------------------------------------------------------------------
     def _spin(self, seconds: float = 0.02) -> None:
@@ -173,7 +176,7 @@ class VlaCommander:
 
     def _state_is(self, *states: str) -> bool:
         status = self.status()
-        return status is not None and status.get("state") in states
+        return status is not None and status.get(protocol.STATE) in states
 
     # -- lifecycle and services ----------------------------------------------------------------------------
     def _bring_up(self, who: str, timeout: float) -> None:
@@ -196,7 +199,7 @@ class VlaCommander:
 
         answer = self._call(self._trigger[name], Trigger.Request())
         if not answer.success:
-            raise CommanderError(f"{self.executor_name}/{name}: {answer.message}")
+            raise CommanderError(f"{protocol.resolve(self.executor_name, name)}: {answer.message}")
         return answer.message
 
     def _servo_clients(self, name: str, api: str) -> dict[str, Any]:
@@ -242,10 +245,11 @@ class VlaCommander:
             self._call(self._policy_resume, Trigger.Request())
         self._bring_up("executor", timeout)
         self._servo_run(True)
-        self._trigger_call("activate")
-        self._wait(lambda: self._state_is("active", "fault"), self.service_timeout, "the executor to become active")
+        self._trigger_call(protocol.ACTIVATE)
+        self._wait(lambda: self._state_is(protocol.ACTIVE, protocol.FAULT), self.service_timeout,
+                   "the executor to become active")
         status = self.status() or {}
-        if status.get("stopped"):
+        if status.get(protocol.STOPPED):
             raise CommanderError(f"{self.executor_name} is stopped (~/stop): an operator must ~/resume it")
 
     def release(self, timeout: float = 5.0) -> None:
@@ -253,8 +257,8 @@ class VlaCommander:
         from std_msgs.msg import String
 
         self._goal_pub.publish(String(data=""))
-        self._trigger_call("pause")
-        self._wait(lambda: self._state_is("paused", "inactive", "fault"), timeout, "the executor to pause")
+        self._trigger_call(protocol.PAUSE)
+        self._wait(lambda: self._state_is(*protocol.SILENT), timeout, "the executor to pause")
         self._servo_run(False)
 
     def stop(self) -> None:
@@ -307,11 +311,12 @@ class VlaCommander:
                 success = self._success_at is not None and self._success_at >= sent
             if success:
                 return Outcome(TaskResult.SUCCEEDED, "success reported", now - started)
-            if status.get("state") == "fault":
-                fault = status.get("controller_fault") or {}
+            state = status.get(protocol.STATE)
+            if state == protocol.FAULT:
+                fault = status.get(protocol.CONTROLLER_FAULT) or {}
                 return Outcome(TaskResult.FAILED, f"controller fault: {fault}", now - started, fault)
-            if status.get("state") in ("paused", "pausing", "inactive"):
-                return Outcome(TaskResult.CANCELED, f"the executor was {status['state']} by another program",
+            if state in (protocol.PAUSED, protocol.PAUSING, protocol.INACTIVE):
+                return Outcome(TaskResult.CANCELED, f"the executor was {state} by another program",
                                now - started)
             if self._cancel.is_set():
                 return Outcome(TaskResult.CANCELED, "stop() was called", now - started)

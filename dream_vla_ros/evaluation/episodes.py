@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from dream_vla_ros import protocol
 from dream_vla_ros.evaluation.config import EvalConfig
 from dream_vla_ros.evaluation.pacing import Pacer, available_cores
 from dream_vla_ros.evaluation.session import Log, RosSession, stderr_log
@@ -56,10 +57,10 @@ def run_policy_episode(session: RosSession, config: EvalConfig, profile: ChunkPr
     handover = session.graph.controller_interface != "topic" and bool(session.graph.executor)
     session.set_goal("")
     if handover:
-        session.executor_call("pause")
+        session.executor_call(protocol.PAUSE)
     event = session.reset(task, seed, config.phrasings, index)
     if handover:
-        session.executor_call("activate")
+        session.executor_call(protocol.ACTIVATE)
     if on_start is not None:
         on_start(event)
     started = time.monotonic()

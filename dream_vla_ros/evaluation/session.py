@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from dream_vla_ros import protocol
 from dream_vla_ros.errors import ConfigError, DreamVlaError
 from dream_vla_ros.evaluation.graph import GraphEndpoints
 from dream_vla_ros.evaluation.pacing import LoadMeter
@@ -38,12 +39,9 @@ from dream_vla_ros.ros_calls import call_service, lifecycle_state, wait_for
 T = TypeVar("T")
 
 # -- the nodes' interfaces used here (relative to each node's name) --------------------------------------------
-SIM_RESET = "reset"  # sim_arm ~/reset (std_srvs/Trigger; answers the reset event's JSON)
 SIM_EPISODE = "episode"  # sim_arm ~/episode (std_msgs/String, one JSON event each)
-EVENT_SUCCESS = "success"  # ~/episode event kinds that end an episode
-EVENT_TRUNCATED = "truncated"
 SET_PARAMETERS = "set_parameters"  # the ROS parameter service of every node
-EXECUTOR_HANDOVER = ("pause", "activate")  # chunk_executor hand-over services (std_srvs/Trigger)
+EXECUTOR_HANDOVER = (protocol.PAUSE, protocol.ACTIVATE)  # chunk_executor hand-over services (std_srvs/Trigger)
 GOAL_STATUS = "goal_status"  # policy_node ~/goal_status (std_msgs/String, JSON verdicts)
 GET_STATE = "get_state"  # lifecycle_msgs/srv/GetState of a lifecycle node
 STATE_ACTIVE = "active"  # the lifecycle state of a node that is up
@@ -145,8 +143,8 @@ class RosSession:
         self.node.create_subscription(String, f"{graph.sim}/{SIM_EPISODE}", self._on_event, qos.EVENTS)
         if graph.policy:
             self.node.create_subscription(String, f"{graph.policy}/{GOAL_STATUS}", self._on_verdict, qos.GOAL)
-        self._reset_client = self.node.create_client(Trigger, f"{graph.sim}/{SIM_RESET}")
-        self._executor_clients = {name: self.node.create_client(Trigger, f"{graph.executor}/{name}")
+        self._reset_client = self.node.create_client(Trigger, protocol.resolve(graph.sim, protocol.RESET))
+        self._executor_clients = {name: self.node.create_client(Trigger, protocol.resolve(graph.executor, name))
                                   for name in EXECUTOR_HANDOVER} if graph.executor else {}
         self._params_client = self.node.create_client(SetParameters, f"{graph.sim}/{SET_PARAMETERS}")
         polled = PolledInputs(self.node, "polled")  # read when asked: no executor wake-ups at 80 Hz
@@ -272,7 +270,7 @@ class RosSession:
                                   "phrasing_index": int(index)})
         answer = self.call(self._reset_client, Trigger.Request(), timeout)
         if not answer.success:
-            raise DreamVlaError(f"{self.graph.sim}/{SIM_RESET} failed: {answer.message}")
+            raise DreamVlaError(f"{protocol.resolve(self.graph.sim, protocol.RESET)} failed: {answer.message}")
         return json.loads(answer.message)
 
     def set_real_time_factor(self, factor: float) -> None:
@@ -286,12 +284,13 @@ class RosSession:
         return LoadMeter([*pids, os.getpid()], sim.popen.pid if sim is not None else None)
 
     def executor_call(self, service: str, timeout: float = 10.0) -> str:
-        """Call the chunk executor's ``~/pause`` or ``~/activate`` (the hand-over services); returns the answer."""
+        """Call the chunk executor's ``protocol.PAUSE`` or ``protocol.ACTIVATE`` (the hand-over services);
+        returns the answer."""
         from std_srvs.srv import Trigger
 
         answer = self.call(self._executor_clients[service], Trigger.Request(), timeout)
         if not answer.success:
-            raise DreamVlaError(f"{self.graph.executor}/{service} failed: {answer.message}")
+            raise DreamVlaError(f"{protocol.resolve(self.graph.executor, service)} failed: {answer.message}")
         return answer.message
 
     def joint_positions(self) -> np.ndarray | None:
@@ -327,7 +326,8 @@ class RosSession:
                 self.check_alive()
                 event = None
             if event is not None:
-                if event.get("episode") == episode and event.get("event") in (EVENT_SUCCESS, EVENT_TRUNCATED):
+                ended = event.get("event") in (protocol.EVENT_SUCCESS, protocol.EVENT_TRUNCATED)
+                if event.get("episode") == episode and ended:
                     return event
                 continue
             now = time.monotonic()

@@ -21,7 +21,7 @@ import numpy as np
 
 from dream_vla_ros.evaluation.config import ADAPTIVE, EvalConfig, Halting
 from dream_vla_ros.evaluation.pacing import host_description
-from dream_vla_ros.evaluation.session import EVENT_SUCCESS
+from dream_vla_ros.protocol import EVENT_SUCCESS
 
 
 @dataclass

@@ -58,7 +58,9 @@ silent until ``~/activate``. Parameters are read at construction.
 The control loop runs on a thread of its own, every ``chunking.control_period`` of the node's clock (wall or
 simulated time; ``polling.ClockTicker``), not as an executor timer: an rclpy executor wake-up costs more CPU
 than the tick itself. The executor (``executor_threads``: 1 = single-threaded, more = a MultiThreadedExecutor)
-serves chunks, services and lifecycle transitions meanwhile. The executor core is guarded by one lock.
+serves chunks, services and lifecycle transitions meanwhile. The executor core and the supervisor
+(``dream_vla_ros/chunking/supervisor.py``: the hand-over, stop, fault and hold decisions above, pure) are
+guarded by one lock; the node converts messages, does what the supervisor decides, and publishes.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -78,8 +81,11 @@ from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from dream_vla_ros import protocol
 from dream_vla_ros.chunking import ActionChunk, ChunkExecutor
 from dream_vla_ros.chunking import chunk as reject
+from dream_vla_ros.chunking.executor import HOLDING, RUNNING
+from dream_vla_ros.chunking.supervisor import CoreCall, Decision, OutputCall, Step, Supervisor
 from dream_vla_ros.errors import InputError
 from dream_vla_ros.nodes import params, qos
 from dream_vla_ros.nodes.controller_outputs import Command, ControllerFault, make_output
@@ -106,11 +112,6 @@ FAULT_SLOT = "controller fault"
 # ~/status: the latest state for late joiners (a program waiting for "paused" before it plans).
 STATUS_QOS = qos.GOAL
 
-INACTIVE, PAUSED, PAUSING, FAULT, ACTIVE = "inactive", "paused", "pausing", "fault", "active"
-# A pause completes once the controller has answered every goal sent (so a program that starts its own motion
-# when ~/status says "paused" is never preempted by a goal of ours still in flight), or after this many seconds.
-PAUSE_SETTLE_TIMEOUT = 1.0
-
 
 class ExecutorNode(LifecycleNode):
     """See the module docstring."""
@@ -123,6 +124,7 @@ class ExecutorNode(LifecycleNode):
         self.joint_names = config.chunking.joint_names
         self.executor_threads = config.executor_threads
         self.core = ChunkExecutor(config.chunking)
+        self._supervisor: Supervisor[ControllerFault] = Supervisor(config.start_paused)
         self._lock = threading.Lock()
         limits = config.chunking.limits.resolve(len(self.joint_names))
         margin = config.joint_fault_margin
@@ -131,14 +133,6 @@ class ExecutorNode(LifecycleNode):
         self._recovery = RecoveryGate(config.input_recovery_time)
         self._limits = FreshnessLimits(1.0, config.max_joint_state_age, config.max_future, 1.0)
         self._joints: tuple[np.ndarray, float] | None = None
-        self._hard_stop = False
-        self._fault_hold = False
-        self._lifecycle_active = False
-        self._paused = config.start_paused
-        self._pausing = False
-        self._pause_braked: float | None = None
-        self._needs_reset = True  # restart from the measured state before anything is sent
-        self._controller_fault: ControllerFault | None = None
         self._plan_version = 0
         self._status: tuple | None = None
         self._session = secrets.token_hex(4)
@@ -158,15 +152,16 @@ class ExecutorNode(LifecycleNode):
         self._output = make_output(self, config, callback_group=io_group)
         self._controllers = [c for c, _, _ in self._output.endpoints()]
         self._request_pub = self.create_publisher(Header, "~/chunk_request", qos.REQUEST)
-        self._status_pub = self.create_publisher(String, "~/status", STATUS_QOS)
+        self._status_pub = self.create_publisher(String, protocol.STATUS_TOPIC, STATUS_QOS)
         chunks = self.create_subscription(JointTrajectory, config.chunk_topic, self._on_chunk, qos.CHUNK,
                                           callback_group=io_group)
         self._polled = PolledInputs(self)
         self._joint_input = self._polled.subscribe(JointState, config.joint_states_topic, qos.SENSOR)
-        self.create_service(Trigger, "~/stop", self._on_stop, callback_group=io_group)
-        self.create_service(Trigger, "~/resume", self._on_resume, callback_group=io_group)
-        self.create_service(Trigger, "~/pause", self._on_pause, callback_group=io_group)
-        self.create_service(Trigger, "~/activate", self._on_activate_service, callback_group=io_group)
+        supervisor = self._supervisor
+        for name, event, counter in ((protocol.STOP, supervisor.stop, ""), (protocol.RESUME, supervisor.resume, ""),
+                                     (protocol.PAUSE, supervisor.pause, "pauses"),
+                                     (protocol.ACTIVATE, supervisor.activate, "activations")):
+            self.create_service(Trigger, name, self._service(event, counter), callback_group=io_group)
         self._ticker = ClockTicker(self, config.chunking.control_period, self._on_tick, self._on_tick_error)
         endpoints = [name for _, name, _ in self._output.endpoints()]
         self.get_logger().info(
@@ -199,37 +194,57 @@ class ExecutorNode(LifecycleNode):
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def on_activate(self, state) -> TransitionCallbackReturn:
-        with self._lock:
-            self._lifecycle_active = True
-            self._needs_reset = True
-            self._plan_version += 1
-        self._output.start()
-        self.get_logger().info("active" + (": paused until ~/activate" if self._paused else
-                                           ": starting from the measured joint state"))
+        self._apply(self._supervisor.lifecycle_activate)
         return super().on_activate(state)
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
-        self._go_silent(INACTIVE)
+        self._apply(self._supervisor.lifecycle_deactivate)
         return super().on_deactivate(state)
 
     def on_shutdown(self, state) -> TransitionCallbackReturn:
-        self._go_silent(INACTIVE)
+        self._apply(self._supervisor.lifecycle_deactivate)
         return super().on_shutdown(state)
 
     def on_error(self, state) -> TransitionCallbackReturn:
-        self._go_silent(INACTIVE)
+        self._apply(self._supervisor.lifecycle_deactivate)
         return TransitionCallbackReturn.SUCCESS
 
-    def _go_silent(self, why: str) -> None:
+    def _apply(self, event: Callable[[], Decision], counter: str = "") -> Decision:
+        """Run a control-plane event of the supervisor and carry out its decision (``counter`` counts successes)."""
+        now = self._now()
         with self._lock:
-            if why == INACTIVE:
-                self._lifecycle_active = False
-            else:
-                self._paused = True
-            self._pausing, self._pause_braked = False, None
-        self._output.stop()
-        self.get_logger().info("inactive: publishing nothing" if why == INACTIVE else "paused: publishing nothing")
-        self._publish_status(self._now())
+            decision = event()
+            if decision.core is CoreCall.STOP:
+                self.core.stop(now)
+            elif decision.core is CoreCall.RESUME:
+                self.core.resume(now)
+            if decision.replan:
+                self._plan_version += 1
+        if counter and decision.success:
+            self._counts[counter] += 1
+        self._carry_out(decision, now)
+        return decision
+
+    def _carry_out(self, decision: Decision, now: float) -> None:
+        """The part of a decision outside the lock: outputs, diagnostics, log, ~/status."""
+        if decision.outputs is OutputCall.START:
+            self._output.start()
+        elif decision.outputs is OutputCall.STOP:
+            self._output.stop()
+        if decision.fault_cleared:
+            self.diagnostics.clear(FAULT_SLOT)
+        if decision.log:
+            self.get_logger().info(decision.log)
+        if decision.publish:
+            self._publish_status(now)
+
+    def _service(self, event: Callable[[], Decision], counter: str) -> Callable:
+        def serve(request, response):
+            decision = self._apply(event, counter)
+            response.success, response.message = decision.success, decision.message
+            return response
+
+        return serve
 
     # -- inputs ----------------------------------------------------------------------------------------------
     def _on_joint_state(self, msg: JointState) -> None:
@@ -253,7 +268,7 @@ class ExecutorNode(LifecycleNode):
             with self._lock:
                 self._plan_version += 1
                 self.core.stop(now)
-                if not self._hard_stop and not self._fault_hold:
+                if self._supervisor.core_may_resume:
                     self.core.resume(now)  # brake now; accept chunks from observations after this moment
             self.diagnostics.report("chunk", "stop", "stop from the policy (empty chunk): holding", level="warn")
             return
@@ -262,16 +277,14 @@ class ExecutorNode(LifecycleNode):
             result = self.core.add_chunk(
                 ActionChunk(self.joint_names, chunk.t0, chunk.dt, chunk.positions, chunk.velocities), now
             )
-        merge_ms = (time.perf_counter() - t0) * 1e3
-        if result.accepted:
-            with self._lock:
+            if result.accepted:
                 self._plan_version += 1
-        if not result.accepted and result.reason in EXPECTED:
-            return  # counted in the core's stats: normal while holding or right after a stop
+        merge_ms = (time.perf_counter() - t0) * 1e3
         if not result.accepted:
-            level = "error" if result.reason in BAD_CHUNK else "warn"
-            self.diagnostics.report("chunk", result.reason, f"chunk rejected ({result.reason}): {result.detail}",
-                                    level=level)
+            if result.reason not in EXPECTED:  # (those are counted in the core's stats, not reported)
+                level = "error" if result.reason in BAD_CHUNK else "warn"
+                self.diagnostics.report("chunk", result.reason,
+                                        f"chunk rejected ({result.reason}): {result.detail}", level=level)
             return
         self._merge_ms.append(merge_ms)
         del self._merge_ms[:-100]
@@ -303,16 +316,6 @@ class ExecutorNode(LifecycleNode):
         slots = [*JOINT_SLOTS, *(f"controller {c}" for c in self._controllers)]
         return not self.diagnostics.faults.is_healthy(*slots)
 
-    def _state(self) -> str:
-        """inactive / fault / paused / pausing / active (call under the lock)."""
-        if not self._lifecycle_active:
-            return INACTIVE
-        if self._controller_fault is not None:
-            return FAULT
-        if self._paused:
-            return PAUSED
-        return PAUSING if self._pausing else ACTIVE
-
     def _on_tick(self) -> None:
         msg = self._joint_input.take_newest()
         if msg is not None:
@@ -323,57 +326,60 @@ class ExecutorNode(LifecycleNode):
             self._counts["missed_ticks"] += round((now - self._last_tick) / period) - 1
         self._last_tick = now
         self._counts["ticks"] += 1
+        supervisor = self._supervisor
         faults = self._output.take_faults()
         with self._lock:
-            state = self._state()
-        if faults and state in (ACTIVE, PAUSING):
-            self._latch_fault(now, faults[0])
+            latched = bool(faults) and supervisor.controller_fault(faults[0])
+            if latched:
+                self.core.stop(now)
+            controlling = supervisor.controlling
+        if latched:
+            self._report_fault(now, faults[0])
             return
-        if state not in (ACTIVE, PAUSING):
+        if not controlling:
             self._publish_status(now)
             return
         hold = self._hold_causes(now)
-        reset_error = None
-        window = command = None
+        reset_error = window = command = None
         with self._lock:  # (no diagnostics calls under the lock: publishing reads the core under it)
             joints = self._joints
-            if hold and not self._fault_hold:
-                self._fault_hold = True
+            step = supervisor.tick(hold, joints is not None)
+            if step is Step.HOLD:
                 self.core.stop(now)
                 self._plan_version += 1
-            elif not hold and (self._fault_hold or self._needs_reset) and joints is not None:
+            elif step is Step.RESET:
                 try:
                     self.core.reset(now, joints[0])
                 except InputError as exc:  # e.g. the arm outside the configured limits: keep holding
                     reset_error = str(exc)
                 else:
-                    self._fault_hold = self._needs_reset = False
                     self._plan_version += 1
-                    if self._hard_stop or self._pausing:
+                    if supervisor.reset_succeeded():
                         self.core.stop(now)
-            if not self._needs_reset:  # never send from a commanded state the measured arm may have left
+            if supervisor.synced:  # never send from a commanded state the measured arm may have left
                 window = self.core.tick(now)
-            wants = self.core.wants_chunk(now) and not self._needs_reset and not self._pausing
+            wants = self.core.wants_chunk(now) and supervisor.may_request
             mode, starvations = self.core.mode, self.core.stats.starvation_events
             request_id = f"{self._session}/{self._chunks_seen}"
             if window is not None:
                 command = Command(now, window, self.core.state, self._plan_version, joints)
-            braked = self._pausing and (mode == "holding" or self._needs_reset)
+            braked = supervisor.braked(mode == HOLDING)
+            held = supervisor.held
         if reset_error is not None:
             self.diagnostics.report("reset", cause_key(reset_error), f"{reset_error}: holding")
-        elif self.diagnostics.faults.active("reset") is not None and not self._fault_hold:
+        elif self.diagnostics.faults.active("reset") is not None and not held:
             self.diagnostics.clear("reset")
         if starvations != self._starvations:
             self._starvations = starvations
             self.diagnostics.report("chunks", "starved", "no chunk arrived in time: braking to a hold", level="warn")
-        elif mode == "running" and self.diagnostics.faults.active("chunks") is not None:
+        elif mode == RUNNING and self.diagnostics.faults.active("chunks") is not None:
             self.diagnostics.clear("chunks")
         if braked:  # at rest: the last window sent already ends here; nothing more to send
-            if self._pause_braked is None:
-                self._pause_braked = now
-            if self._output.settled() or now - self._pause_braked > PAUSE_SETTLE_TIMEOUT:
-                self._pause_braked = None
-                self._go_silent(PAUSED)
+            settled = self._output.settled()
+            with self._lock:
+                done = supervisor.settle(now, settled)
+            if done is not None:
+                self._carry_out(done, now)
             return
         if command is not None:
             self._output.send(command)
@@ -382,12 +388,8 @@ class ExecutorNode(LifecycleNode):
             self._request(now, request_id)
         self._publish_status(now)
 
-    def _latch_fault(self, now: float, fault: ControllerFault) -> None:
-        """A controller stopped following: go silent (the controller holds the arm) and report."""
-        with self._lock:
-            self._controller_fault = fault
-            self._pausing = False
-            self.core.stop(now)
+    def _report_fault(self, now: float, fault: ControllerFault) -> None:
+        """A controller stopped following (latched): go silent (the controller holds the arm) and report."""
         self._output.stop()
         self._counts["controller_faults"] += 1
         self.diagnostics.report(FAULT_SLOT, f"{fault.kind} {fault.error_code}",
@@ -395,16 +397,16 @@ class ExecutorNode(LifecycleNode):
         self._publish_status(now)
 
     def _publish_status(self, now: float) -> None:
+        supervisor = self._supervisor
         with self._lock:
-            state, mode = self._state(), self.core.mode
-            key = (state, mode, self._hard_stop, self._fault_hold, self._controller_fault)
+            key = (supervisor.state, self.core.mode, supervisor.stopped, supervisor.held, supervisor.fault)
         if key == self._status:
             return
         self._status = key
-        fault = key[4].as_dict() if key[4] is not None else None
-        document = {"state": state, "mode": mode, "stopped": key[2], "fault_hold": key[3],
-                    "controller_interface": self.config.controller_interface, "controller_fault": fault,
-                    "stamp": now}
+        state, mode, stopped, held, fault = key
+        document = {protocol.STATE: state.value, protocol.MODE: mode, protocol.STOPPED: stopped,
+                    protocol.FAULT_HOLD: held, protocol.CONTROLLER_INTERFACE: self.config.controller_interface,
+                    protocol.CONTROLLER_FAULT: fault.as_dict() if fault is not None else None, protocol.STAMP: now}
         self._status_pub.publish(String(data=json.dumps(document)))
 
     def _request(self, now: float, request_id: str) -> None:
@@ -417,97 +419,21 @@ class ExecutorNode(LifecycleNode):
         self._last_request = (request_id, now)
         self._counts["requests"] += 1
 
-    # -- services --------------------------------------------------------------------------------------------
-    def _on_stop(self, request, response):
-        now = self._now()
-        with self._lock:
-            was, self._hard_stop = self._hard_stop, True
-            self.core.stop(now)
-            self._plan_version += 1
-        if not was:
-            self.get_logger().info("stopped (~/stop): holding until ~/resume")
-        response.success, response.message = True, "stopped"
-        return response
-
-    def _on_resume(self, request, response):
-        now = self._now()
-        with self._lock:
-            was, self._hard_stop = self._hard_stop, False
-            fault, self._controller_fault = self._controller_fault, None
-            if fault is not None:
-                self._needs_reset = True
-            elif not self._fault_hold:
-                self.core.resume(now)
-            self._plan_version += 1
-            holding = self._fault_hold
-        if fault is not None:
-            self._output.start()
-            self.diagnostics.clear(FAULT_SLOT)
-        if was or fault is not None:
-            self.get_logger().info("resumed (~/resume)" + (": restarting from the measured state" if fault else ""))
-        response.success = True
-        response.message = "resumed" if not holding else "resumed; holding until the fault clears"
-        return response
-
-    def _on_pause(self, request, response):
-        now = self._now()
-        with self._lock:
-            state = self._state()
-            if state in (ACTIVE, PAUSING):
-                self._pausing, self._pause_braked = True, None
-                self.core.stop(now)
-                self._plan_version += 1
-            else:
-                self._paused = True
-        self._counts["pauses"] += 1
-        if state == ACTIVE:
-            self.get_logger().info("pausing (~/pause): braking to rest, then publishing nothing")
-        response.success = True
-        response.message = "pausing: braking to rest, then silent" if state in (ACTIVE, PAUSING) else \
-            f"paused (was {state})"
-        self._publish_status(now)
-        return response
-
-    def _on_activate_service(self, request, response):
-        now = self._now()
-        with self._lock:
-            lifecycle, stopped = self._lifecycle_active, self._hard_stop
-            if lifecycle:
-                was = self._state()
-                self._paused = self._pausing = False
-                self._pause_braked = None
-                fault, self._controller_fault = self._controller_fault, None
-                self._needs_reset = True
-                self._plan_version += 1
-        if not lifecycle:
-            response.success = False
-            response.message = "the node is not active (lifecycle): activate it with ~/change_state first"
-            return response
-        self._output.start()
-        if fault is not None:
-            self.diagnostics.clear(FAULT_SLOT)
-        self._counts["activations"] += 1
-        self.get_logger().info(f"activated (~/activate, was {was}): starting from the measured joint state")
-        response.success = True
-        response.message = "activated: starting from the measured joint state" + (
-            "; stopped (~/stop) until ~/resume" if stopped else "")
-        self._publish_status(now)
-        return response
-
     # -- diagnostics -----------------------------------------------------------------------------------------
     def _diagnostic_values(self) -> dict[str, object]:
         now = self._now()
+        supervisor = self._supervisor
         with self._lock:
             stats = self.core.stats.as_dict()
             mode, joints = self.core.mode, self._joints
             latency = self.core.latency_estimate
-            state = self._state()
+            state, stopped, held = supervisor.state, supervisor.stopped, supervisor.held
         values: dict[str, object] = {
-            "state": state,
+            "state": state.value,
             "controller_interface": self.config.controller_interface,
             "mode": mode,
-            "stopped": self._hard_stop,
-            "fault_hold": self._fault_hold,
+            "stopped": stopped,
+            "fault_hold": held,
             "joint_states rate_hz": self._rate.value(now),
             "joint_states age_s": (now - joints[1]) if joints else float("nan"),
             "chunk latency estimate_s": latency,

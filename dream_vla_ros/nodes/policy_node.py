@@ -61,6 +61,7 @@ from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from dream_vla_ros import protocol
 from dream_vla_ros.engines.base import engine_status
 from dream_vla_ros.errors import ConfigError, DreamVlaError, InputError
 from dream_vla_ros.nodes import params, qos
@@ -151,9 +152,9 @@ class PolicyNode(LifecycleNode):
         self.diagnostics = Diagnostics(self, self._diagnostic_values, period)
         self.create_timer(period, self._watch_inputs)
         self._chunk_pub = self.create_lifecycle_publisher(JointTrajectory, "~/action_chunk", qos.CHUNK)
-        self.create_service(Trigger, "~/stop", self._on_stop)
-        self.create_service(Trigger, "~/resume", self._on_resume)
-        self.create_service(Trigger, "~/accept_goal", self._on_accept_goal)
+        self.create_service(Trigger, protocol.STOP, self._on_stop)
+        self.create_service(Trigger, protocol.RESUME, self._on_resume)
+        self.create_service(Trigger, protocol.ACCEPT_GOAL, self._on_accept_goal)
         self._goal_status_pub = self.create_publisher(String, "~/goal_status", qos.GOAL)
         self._worker = SingleWorker(self._infer, self._on_worker_crash, name="inference")
         self._closing = threading.Event()

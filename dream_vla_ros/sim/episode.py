@@ -30,8 +30,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dream_vla_ros.protocol import EVENT_RESET as RESET
+from dream_vla_ros.protocol import EVENT_SUCCESS as SUCCESS
+from dream_vla_ros.protocol import EVENT_TRUNCATED as TRUNCATED
+
 OFFLINE, SETTLING, ACTIVE = "offline", "settling", "active"
-RESET, SUCCESS, TRUNCATED = "reset", "success", "truncated"
 
 
 @dataclass

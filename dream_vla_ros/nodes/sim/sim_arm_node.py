@@ -78,6 +78,7 @@ from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from dream_vla_ros import protocol
 from dream_vla_ros.errors import ConfigError, DreamVlaError
 from dream_vla_ros.nodes import params, qos
 from dream_vla_ros.nodes.conversions import duration_to_seconds, seconds_to_stamp, stamp_to_seconds
@@ -158,7 +159,7 @@ class SimArmNode(Node):
         # loop reads its command buffer (polling.py: no executor wake-up per message).
         self._polled = PolledInputs(self)
         self._trajectory_input = self._polled.subscribe(JointTrajectory, config.trajectory_topic, qos.CONTROLLER_INPUT)
-        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=reset_group)
+        self.create_service(Trigger, protocol.RESET, self._on_reset, callback_group=reset_group)
         self.blocking_nodes: list[Node] = []
         self._action_server = self._create_action_server(JOINT_NAMES)
         self.diagnostics = Diagnostics(self, self._diagnostic_values, config.diagnostics_period,
