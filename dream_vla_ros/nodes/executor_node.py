@@ -357,7 +357,9 @@ class ExecutorNode(LifecycleNode):
                     if supervisor.reset_succeeded():
                         self.core.stop(now)
             if supervisor.synced:  # never send from a commanded state the measured arm may have left
-                window = self.core.tick(now)
+                self.core.advance(now)
+                if self._output.wants_window(now, self._plan_version, self.core.mode):
+                    window = self.core.window(now)  # built only for the ticks that send one
             wants = self.core.wants_chunk(now) and supervisor.may_request
             mode, starvations = self.core.mode, self.core.stats.starvation_events
             request_id = f"{self._session}/{self._chunks_seen}"
