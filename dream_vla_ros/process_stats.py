@@ -113,6 +113,24 @@ def sample(pid: int) -> Sample:
     return Sample(wall, cpu, rss)
 
 
+def thread_cpu_seconds(pid: int) -> dict[tuple[int, str], float]:
+    """CPU seconds each thread of ``pid`` used so far: ``(thread id, thread name) -> utime + stime`` (from
+    /proc; empty where it cannot be read)."""
+    out: dict[tuple[int, str], float] = {}
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return out
+    for task in tasks:
+        try:
+            text = (task / "stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rfind(")") + 2:].split()
+        out[(int(task.name), text[text.find("(") + 1:text.rfind(")")])] = (int(fields[11]) + int(fields[12])) / _TICKS
+    return out
+
+
 def sample_all(pids: Mapping[str, int]) -> dict[str, Sample]:
     """:func:`sample` of every named process."""
     return {name: sample(pid) for name, pid in pids.items()}

@@ -9,8 +9,9 @@ factor ``r`` (simulated seconds per wall second). With pacing ``auto`` it is cho
   second is measured from ``/proc``, with the load of everything else on the host (nice'd processes count as
   free: they yield to the graph);
 - ``r`` is the largest factor, at most 1, at which the graph would use at most ``target_load`` of the cores
-  the rest of the host leaves free, and the simulated arm (one physics thread) at most ``single_core_load``
-  of one core; it only ever goes down during a run (a steady pace is comparable across episodes);
+  the rest of the host leaves free, and the simulated arm's busiest thread (its physics or its camera
+  thread, with the software rasterizer's ``llvmpipe`` threads that a frame waits for) at most
+  ``single_core_load`` of one core; it only ever goes down during a run (a steady pace is comparable across episodes);
 - an episode with a lag event does not count: the factor drops to ``lag_backoff`` of what it was and the
   episode runs again (at most ``max_retries`` times), so an ``auto`` result has no lag events unless the
   host could not sustain even ``min_factor``.
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dream_vla_ros.configuration import require
-from dream_vla_ros.process_stats import sample
+from dream_vla_ros.process_stats import sample, thread_cpu_seconds
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 AUTO = 0.0  # real_time_factor value that asks for automatic pacing
@@ -43,7 +44,7 @@ class PacingConfig:
     real_time_factor: simulated seconds per wall second; 0 = auto (chosen from measured headroom).
     wall_clock: run on the wall clock (no /clock, no sim time), at real_time_factor 1 or below.
     target_load: share of the cores left free by the rest of the host that the graph may use (auto).
-    single_core_load: share of one core the simulated arm's process may use (auto).
+    single_core_load: share of one core the simulated arm's busiest thread may use (auto).
     lag_backoff: factor applied to the real-time factor after a lag event (auto).
     min_factor: the slowest pace auto pacing goes down to.
     max_retries: runs of one episode that may be discarded for lag events (auto).
@@ -180,9 +181,9 @@ class LoadMeter:
     def __init__(self, graph_pids: Iterable[int], sim_pid: int | None) -> None:
         self.graph_pids = tuple(graph_pids)
         self.sim_pid = sim_pid
-        self._start: tuple[float, float, float, float] | None = None
+        self._start: tuple[float, float, float, float, dict[tuple[int, str], float]] | None = None
 
-    def _read(self) -> tuple[float, float, float, float] | None:
+    def _read(self) -> tuple[float, float, float, float, dict[tuple[int, str], float]] | None:
         import time
 
         graph = [sample(pid) for pid in self.graph_pids]
@@ -190,7 +191,8 @@ class LoadMeter:
         if host is None or any(not s.rss_kb for s in graph):  # no /proc, or a process has ended
             return None
         sim = sum(s.cpu_seconds for pid, s in zip(self.graph_pids, graph, strict=True) if pid == self.sim_pid)
-        return time.monotonic(), sum(s.cpu_seconds for s in graph), sim, host
+        threads = thread_cpu_seconds(self.sim_pid) if self.sim_pid is not None else {}
+        return time.monotonic(), sum(s.cpu_seconds for s in graph), sim, host, threads
 
     def begin(self) -> None:
         self._start = self._read()
@@ -200,9 +202,17 @@ class LoadMeter:
         now = self._read()
         if self._start is None or now is None:
             return None
-        wall, graph, sim, host = (b - a for a, b in zip(self._start, now, strict=True))
-        return LoadSample(sim_s=sim_s, wall_s=wall, graph_cpu_s=graph, sim_cpu_s=sim,
+        wall, graph, sim, host = (b - a for a, b in zip(self._start[:4], now[:4], strict=True))
+        busiest = _busiest_chain({k: v - self._start[4].get(k, 0.0) for k, v in now[4].items()})
+        return LoadSample(sim_s=sim_s, wall_s=wall, graph_cpu_s=graph, sim_cpu_s=sim if busiest is None else busiest,
                           other_cpu_s=max(0.0, host - graph))
+
+
+def _busiest_chain(threads: dict[tuple[int, str], float]) -> float | None:
+    """CPU seconds of the busiest thread plus the ``llvmpipe`` rasterizer threads it waits on (None: no threads)."""
+    raster = sum(cpu for (_, name), cpu in threads.items() if name.startswith("llvmpipe"))
+    others = [cpu for (_, name), cpu in threads.items() if not name.startswith("llvmpipe")]
+    return max(others) + raster if others else None
 
 
 def available_cores() -> int:

@@ -98,6 +98,7 @@ from dream_vla_ros.nodes.diagnostics import Diagnostics, gate_slot, read_joint_s
 from dream_vla_ros.nodes.executor_config import ExecutorNodeConfig
 from dream_vla_ros.nodes.health import RateMeter, RecoveryGate, cause_key
 from dream_vla_ros.nodes.inputs import FreshnessLimits, check_freshness
+from dream_vla_ros.nodes.joint_state_cdr import read_joint_state_cdr
 from dream_vla_ros.nodes.polling import ClockTicker, PolledInputs
 
 NODE_NAME = "chunk_executor"
@@ -150,13 +151,15 @@ class ExecutorNode(LifecycleNode):
         self.diagnostics = Diagnostics(self, self._diagnostic_values, config.diagnostics_period,
                                        callback_group=io_group)
         self._output = make_output(self, config, callback_group=io_group)
-        self._controllers = [c for c, _, _ in self._output.endpoints()]
+        self._controller_slots = {c: f"controller {c}" for c, _, _ in self._output.endpoints()}
+        self._hold_slots = (*JOINT_SLOTS, *self._controller_slots.values())  # a hold while any is unhealthy
         self._request_pub = self.create_publisher(Header, "~/chunk_request", qos.REQUEST)
         self._status_pub = self.create_publisher(String, protocol.STATUS_TOPIC, STATUS_QOS)
         chunks = self.create_subscription(JointTrajectory, config.chunk_topic, self._on_chunk, qos.CHUNK,
                                           callback_group=io_group)
         self._polled = PolledInputs(self)
-        self._joint_input = self._polled.subscribe(JointState, config.joint_states_topic, qos.SENSOR)
+        # taken as CDR bytes and read without building a message (joint_state_cdr.py)
+        self._joint_input = self._polled.subscribe(JointState, config.joint_states_topic, qos.SENSOR, raw=True)
         supervisor = self._supervisor
         for name, event, counter in ((protocol.STOP, supervisor.stop, ""), (protocol.RESUME, supervisor.resume, ""),
                                      (protocol.PAUSE, supervisor.pause, "pauses"),
@@ -247,8 +250,13 @@ class ExecutorNode(LifecycleNode):
         return serve
 
     # -- inputs ----------------------------------------------------------------------------------------------
-    def _on_joint_state(self, msg: JointState) -> None:
+    def _on_joint_state(self, data: bytes) -> None:
         self._rate.tick(self._now())
+        try:
+            msg = read_joint_state_cdr(data, JointState)
+        except InputError as exc:
+            self.diagnostics.report("joint_states", cause_key(str(exc)), str(exc))
+            return
         joints = read_joint_state(self._mapper, msg, self.diagnostics)
         if joints is not None:
             with self._lock:
@@ -307,14 +315,13 @@ class ExecutorNode(LifecycleNode):
         gate_slot(self.diagnostics, self._recovery, "joint_states timing", not problems, now)
         if self.config.hold_without_controller:
             for controller, endpoint, connected in self._output.endpoints():
-                slot = f"controller {controller}"
+                slot = self._controller_slots[controller]
                 if not connected:
                     what = "action server" if self._output.interface == "action" else "subscriber"
                     self.diagnostics.report(slot, f"no {what}", f"no {what} on {endpoint}: holding", level="warn")
                 elif self.diagnostics.faults.active(slot) is not None:
                     self.diagnostics.clear(slot)
-        slots = [*JOINT_SLOTS, *(f"controller {c}" for c in self._controllers)]
-        return not self.diagnostics.faults.is_healthy(*slots)
+        return not self.diagnostics.faults.is_healthy(*self._hold_slots)
 
     def _on_tick(self) -> None:
         msg = self._joint_input.take_newest()

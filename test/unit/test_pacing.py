@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import pytest
@@ -97,3 +98,34 @@ def test_load_meter_reads_this_process_from_proc():
     assert 0.2 <= measured.graph_cpu_s <= measured.wall_s + 0.05
     assert measured.sim_cpu_s == pytest.approx(measured.graph_cpu_s, abs=0.02)
     assert LoadMeter([2**22 + 7], None).end(1.0) is None  # no such process: no sample rather than a wrong one
+
+
+def test_the_arm_load_is_its_busiest_thread_with_the_rasterizer_it_waits_for():
+    from dream_vla_ros.evaluation.pacing import _busiest_chain
+
+    threads = {(1, "python"): 0.1, (2, "python"): 0.5, (3, "llvmpipe-0"): 0.2, (4, "dds.shm.1"): 0.05}
+    assert _busiest_chain(threads) == pytest.approx(0.7)
+    assert _busiest_chain({}) is None
+    if host_busy_seconds() is None:
+        pytest.skip("no /proc on this system")
+    meter = LoadMeter([os.getpid()], os.getpid())
+    meter.begin()
+    done, release = threading.Barrier(3), threading.Event()
+    workers = [threading.Thread(target=_burn, args=(0.2, done, release)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    done.wait()  # two threads of 0.2 s each, still alive: the process used 0.4 s, its busiest thread 0.2 s
+    measured = meter.end(sim_s=1.0)
+    release.set()
+    for worker in workers:
+        worker.join()
+    assert measured.graph_cpu_s >= 0.35
+    assert 0.15 <= measured.sim_cpu_s <= 0.3
+
+
+def _burn(seconds: float, done: threading.Barrier, release: threading.Event) -> None:
+    deadline = time.thread_time() + seconds
+    while time.thread_time() < deadline:
+        pass
+    done.wait()
+    release.wait()
