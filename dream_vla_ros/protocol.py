@@ -1,4 +1,5 @@
-"""The names the nodes and their clients agree on: executor status, service names, sim episode events.
+"""The names the nodes and their clients agree on: executor status, service names, sim episode events,
+action result codes.
 
 Pure (no ROS imports), so commanders, evaluation and tests can use it without a ROS environment. The node
 modules document what each name means (``nodes/executor_node.py``, ``nodes/policy_node.py``,
@@ -24,6 +25,13 @@ RESET = "~/reset"  # simulated arm
 
 # -- the simulated arm's ~/episode events (the "event" of each JSON object) --------------------------------
 EVENT_RESET, EVENT_SUCCESS, EVENT_TRUNCATED = "reset", "success", "truncated"
+
+# -- control_msgs/action/FollowJointTrajectory result error codes (the controller and the executor) ------------
+SUCCESSFUL, INVALID_GOAL, INVALID_JOINTS, OLD_HEADER_TIMESTAMP = 0, -1, -2, -3
+PATH_TOLERANCE_VIOLATED, GOAL_TOLERANCE_VIOLATED = -4, -5
+RESULT_CODES = {SUCCESSFUL: "SUCCESSFUL", INVALID_GOAL: "INVALID_GOAL", INVALID_JOINTS: "INVALID_JOINTS",
+                OLD_HEADER_TIMESTAMP: "OLD_HEADER_TIMESTAMP", PATH_TOLERANCE_VIOLATED: "PATH_TOLERANCE_VIOLATED",
+                GOAL_TOLERANCE_VIOLATED: "GOAL_TOLERANCE_VIOLATED"}
 
 
 def resolve(node: str, name: str) -> str:

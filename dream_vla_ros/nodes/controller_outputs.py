@@ -37,11 +37,10 @@ from dream_vla_ros.errors import ConfigError
 from dream_vla_ros.nodes import qos
 from dream_vla_ros.nodes.conversions import seconds_to_duration, seconds_to_stamp, window_to_trajectory
 from dream_vla_ros.nodes.executor_config import ExecutorNodeConfig
+from dream_vla_ros.protocol import GOAL_TOLERANCE_VIOLATED, INVALID_GOAL, PATH_TOLERANCE_VIOLATED, RESULT_CODES
 
 # control_msgs/action/FollowJointTrajectory result codes (names for messages).
-ERROR_CODES = {0: "SUCCESSFUL", -1: "INVALID_GOAL", -2: "INVALID_JOINTS", -3: "OLD_HEADER_TIMESTAMP",
-               -4: "PATH_TOLERANCE_VIOLATED", -5: "GOAL_TOLERANCE_VIOLATED"}
-INVALID_GOAL, TOLERANCE_VIOLATIONS = -1, (-4, -5)
+TOLERANCE_VIOLATIONS = (PATH_TOLERANCE_VIOLATED, GOAL_TOLERANCE_VIOLATED)
 
 
 def import_control_msgs(interface: str):
@@ -75,7 +74,7 @@ class ControllerFault:
         if self.error_code is None:
             code = "no result"
         else:
-            code = f"error_code {self.error_code} {ERROR_CODES.get(self.error_code, '')}".rstrip()
+            code = f"error_code {self.error_code} {RESULT_CODES.get(self.error_code, '')}".rstrip()
         text = f": {self.error_string}" if self.error_string else ""
         return f"{self.controller}: goal {self.kind} ({code}){text}"
 
@@ -439,5 +438,5 @@ def make_output(node, config: ExecutorNodeConfig, callback_group=None) -> Contro
     return TopicOutput(node, controllers, config.topic_period)
 
 
-__all__ = ["ERROR_CODES", "ActionOutput", "Command", "ControllerFault", "ControllerOutput", "SendSchedule",
+__all__ = ["ActionOutput", "Command", "ControllerFault", "ControllerOutput", "SendSchedule",
            "ServoOutput", "TopicOutput", "import_control_msgs", "make_output"]

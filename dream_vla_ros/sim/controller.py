@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from dream_vla_ros.sim.goal_tolerances import INVALID_GOAL, SUCCESSFUL, ControllerConstraints, GoalMonitor
+from dream_vla_ros.protocol import INVALID_GOAL, SUCCESSFUL
+from dream_vla_ros.sim.goal_tolerances import ControllerConstraints, GoalMonitor
 from dream_vla_ros.sim.trajectory_follower import TrajectoryFollower, TrajectoryPoint
 
 PREEMPTED = "Current goal cancelled due to new incoming action."

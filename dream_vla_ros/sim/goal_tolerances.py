@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SUCCESSFUL, INVALID_GOAL, PATH_TOLERANCE_VIOLATED, GOAL_TOLERANCE_VIOLATED = 0, -1, -4, -5
+from dream_vla_ros.protocol import GOAL_TOLERANCE_VIOLATED, PATH_TOLERANCE_VIOLATED, SUCCESSFUL
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dream_vla_ros.chunking.jog import jog_velocities
-from dream_vla_ros.sim.goal_tolerances import (
-    GOAL_TOLERANCE_VIOLATED,
-    PATH_TOLERANCE_VIOLATED,
-    ControllerConstraints,
-    GoalMonitor,
-    goal_tolerances,
-)
+from dream_vla_ros.protocol import GOAL_TOLERANCE_VIOLATED, PATH_TOLERANCE_VIOLATED
+from dream_vla_ros.sim.goal_tolerances import ControllerConstraints, GoalMonitor, goal_tolerances
 from dream_vla_ros.sim.trajectory_follower import TrajectoryFollower, TrajectoryPoint
 
 VMAX, AMAX, H = np.array([1.0, 2.0]), np.array([5.0, 10.0]), 0.01

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dream_vla_ros.protocol import GOAL_TOLERANCE_VIOLATED, INVALID_GOAL, PATH_TOLERANCE_VIOLATED, SUCCESSFUL
 from dream_vla_ros.sim.controller import (
     CANCELED,
     DEACTIVATED,
@@ -14,12 +15,6 @@ from dream_vla_ros.sim.controller import (
     PREEMPTED,
     SHUTTING_DOWN,
     TrajectoryController,
-)
-from dream_vla_ros.sim.goal_tolerances import (
-    GOAL_TOLERANCE_VIOLATED,
-    INVALID_GOAL,
-    PATH_TOLERANCE_VIOLATED,
-    SUCCESSFUL,
 )
 from dream_vla_ros.sim.trajectory_follower import TrajectoryPoint
 

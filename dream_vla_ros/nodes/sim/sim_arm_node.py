@@ -87,9 +87,10 @@ from dream_vla_ros.nodes.health import cause_key
 from dream_vla_ros.nodes.polling import PolledInputs
 from dream_vla_ros.nodes.sim.sim_arm_config import EPISODE_PARAMETERS, SimArmNodeConfig
 from dream_vla_ros.nodes.sim.sim_arm_loop import LoopOutputs, LoopStats, SimulationLoop
+from dream_vla_ros.protocol import INVALID_GOAL
 from dream_vla_ros.sim.controller import Goal, TrajectoryController
 from dream_vla_ros.sim.episode import ResetRequests
-from dream_vla_ros.sim.goal_tolerances import INVALID_GOAL, ControllerConstraints
+from dream_vla_ros.sim.goal_tolerances import ControllerConstraints
 from dream_vla_ros.sim.pacing import Pacer
 from dream_vla_ros.sim.trajectory_follower import TrajectoryPoint
 
