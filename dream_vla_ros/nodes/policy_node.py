@@ -38,18 +38,18 @@ stamps are what freshness is judged on. After a timing fault an input must stay 
 
 Inference runs on one worker thread; callbacks never wait for the model or a decode. A request that arrives
 while inference is running is dropped (the executor repeats requests while it wants a chunk).
+
+The node wires ROS to parts that need no ROS node (unit-tested without one): ``policy_frames.py`` (frame checks,
+decoding, the newest frame per camera), ``policy_goals.py`` (goal verdicts, the ~/goal_status document, the
+override), ``policy_inference.py`` (when to infer: lifecycle, stop, goal, requests, fresh inputs; the checks of
+the engine's chunk; the latency account) and ``policy_model.py`` (the parameters checked against the model).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import random
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -63,52 +63,22 @@ from trajectory_msgs.msg import JointTrajectory
 
 from dream_vla_ros import protocol
 from dream_vla_ros.engines.base import engine_status
-from dream_vla_ros.errors import ConfigError, DreamVlaError, InputError
+from dream_vla_ros.errors import DreamVlaError, InputError
 from dream_vla_ros.nodes import params, qos
-from dream_vla_ros.nodes.conversions import (
-    JointMapper,
-    check_compressed,
-    check_goal,
-    check_image,
-    checked_stamp,
-    compressed_to_rgb,
-    image_to_rgb,
-    prediction_to_trajectory,
-)
-from dream_vla_ros.nodes.diagnostics import Diagnostics, gate_slot, read_joint_state
-from dream_vla_ros.nodes.health import RateMeter, RecoveryGate, cause_key
-from dream_vla_ros.nodes.inputs import FreshnessLimits, check_freshness, timing_slots
+from dream_vla_ros.nodes.conversions import JointMapper
+from dream_vla_ros.nodes.diagnostics import Diagnostics, read_joint_state
+from dream_vla_ros.nodes.health import RateMeter, cause_key
 from dream_vla_ros.nodes.policy_config import PolicyNodeConfig, is_compressed_topic
+from dream_vla_ros.nodes.policy_frames import FrameIntake
+from dream_vla_ros.nodes.policy_goals import GoalDesk, goal_scorer
+from dream_vla_ros.nodes.policy_inference import AddedDelay, InferenceScheduler, Job, LatencyAccount, chunk_message
+from dream_vla_ros.nodes.policy_model import joint_mapper, robot_joints
 from dream_vla_ros.nodes.polling import PolledInputs, PolledSubscription
-from dream_vla_ros.nodes.worker import SingleWorker
-from dream_vla_ros.policy.envelope import confine
-from dream_vla_ros.policy.goals import GoalScorer, GoalVerdict
+from dream_vla_ros.policy.goals import GoalVerdict
 
 NODE_NAME = "policy_node"
 ENGINE_BUILD = "engine build"
 LIVE_PARAMETERS = ("halting_k_max", "halting_delta")  # applied to the running engine when set
-
-
-@dataclass
-class Frame:
-    msg: Any
-    stamp: float
-    received: float
-    compressed: bool
-    error: str = ""  # why the frame cannot be used ("" = not known to be bad)
-    used: bool = False
-    rgb: np.ndarray | None = None  # the decoded pixels of a compressed frame
-
-
-@dataclass(frozen=True)
-class Job:
-    request: str
-    frames: dict[str, Frame]
-    proprio: np.ndarray
-    goal: str
-    epoch: int
-    stamp: float
-    submitted: float
 
 
 class PolicyNode(LifecycleNode):
@@ -121,53 +91,34 @@ class PolicyNode(LifecycleNode):
         self.config: PolicyNodeConfig | None = None
         self.engine: Any = None
         self._robot_joints: tuple[str, ...] = ()
-        self._cameras: tuple[str, ...] = ()
         self._mapper: JointMapper | None = None
-        self._limits: FreshnessLimits | None = None
-        self._active = False
-        self._stopped = False
-        self._goal = ""
-        self._goal_epoch = 0
-        self._goal_scorer: GoalScorer | None = None
-        self._refused = ""  # the goal refused last (what ~/accept_goal accepts)
-        self._verdict: dict[str, Any] = {}
-        self._frames: dict[str, Frame] = {}
-        self._undecoded: dict[str, Frame] = {}  # the newest compressed frame per camera, waiting for the decoder
-        self._recovery = RecoveryGate(0.0)
+        self._goals = GoalDesk()
         self._joints: tuple[np.ndarray, float] | None = None
-        self._request: tuple[str, float] | None = None
-        self._served: tuple[str, float] = ("", 0.0)  # request answered last, and when
         self._inputs: list[Any] = []  # our subscriptions (rclpy.Node owns the name `_subscriptions`)
         self._polled = PolledInputs(self)  # joint states are read when an observation is made (polling.py)
         self._joint_input: PolledSubscription | None = None
-        self._rates: dict[str, RateMeter] = {}
-        self._counts = {"frames_received": 0, "frames_rejected": 0, "frames_dropped": 0, "requests": 0,
-                        "inferences": 0, "chunks_published": 0, "inference_failures": 0,
+        self._joint_rate: RateMeter | None = None
+        self._counts = {"requests": 0, "inferences": 0, "chunks_published": 0, "inference_failures": 0,
                         "chunks_confined_to_envelope": 0}
         self._inference_cpu_s = 0.0  # CPU time of the inference thread inside the engine (bench nodes)
-        self._timings: dict[str, deque] = {}
-        self._last_prediction: tuple[int, str] = (0, "")
-        self._profile = None
+        self._latency = LatencyAccount()
         period = float(self.get_parameter("diagnostics_period").value)
         self.diagnostics = Diagnostics(self, self._diagnostic_values, period)
+        self._scheduler = InferenceScheduler(self.diagnostics, self._infer, self._on_worker_crash)
+        self._intake = FrameIntake(self.diagnostics, self._now, self._on_first_frame, self._on_worker_crash)
         self.create_timer(period, self._watch_inputs)
         self._chunk_pub = self.create_lifecycle_publisher(JointTrajectory, "~/action_chunk", qos.CHUNK)
         self.create_service(Trigger, protocol.STOP, self._on_stop)
         self.create_service(Trigger, protocol.RESUME, self._on_resume)
         self.create_service(Trigger, protocol.ACCEPT_GOAL, self._on_accept_goal)
         self._goal_status_pub = self.create_publisher(String, "~/goal_status", qos.GOAL)
-        self._worker = SingleWorker(self._infer, self._on_worker_crash, name="inference")
         self._closing = threading.Event()
-        self._delay_rng = random.Random(0)  # added_delay_jitter draws
-        self._decoder = SingleWorker(self._decode_pending, self._on_worker_crash, name="decode")
+        self._added_delay = AddedDelay(self._now, self._closing)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
-
-    def _record(self, stage: str, ms: float) -> None:
-        self._timings.setdefault(stage, deque(maxlen=100)).append(ms)
 
     def start(self) -> None:
         """Autostart: configure and activate unless ``autostart`` is false."""
@@ -178,12 +129,10 @@ class PolicyNode(LifecycleNode):
 
     def close(self) -> None:
         self._closing.set()
-        self._decoder.close(timeout=2.0)
-        self._worker.close(timeout=2.0)
+        self._intake.close()
+        self._scheduler.close()
         self._polled.close()
-        if self._profile is not None:
-            self._profile.close()
-            self._profile = None
+        self._latency.close_profile()
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def on_configure(self, state) -> TransitionCallbackReturn:
@@ -199,8 +148,11 @@ class PolicyNode(LifecycleNode):
             finally:
                 if self.diagnostics.faults.clear(ENGINE_BUILD) is not None:
                     self.diagnostics.publish()
-            robot_joints = self._check_against_model(config, engine.metadata)
-            scorer = self._make_goal_scorer(config, engine.metadata)
+            joints = robot_joints(config, engine.metadata)
+            scorer = goal_scorer(engine.metadata, config.min_goal_confidence)
+            if scorer is None:
+                self.get_logger().warning("the model records no known instructions (trained before they were "
+                                          "recorded): goals are not checked")
             warm_up(engine, config.warmup_runs)
         except DreamVlaError as exc:
             self.diagnostics.report("configure", cause_key(str(exc)), f"configure failed: {exc}")
@@ -211,26 +163,18 @@ class PolicyNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self.diagnostics.clear("configure")
         with self._lock:
-            self.config, self.engine, self._robot_joints = config, engine, robot_joints
-            self._goal_scorer = scorer
-            self._cameras = engine.metadata.cameras
-            envelope = engine.metadata.envelope
-            bounds = None
-            if envelope.position_min and config.joint_fault_margin >= 0.0:
-                margin = config.joint_fault_margin
-                bounds = (np.asarray(envelope.position_min) - margin, np.asarray(envelope.position_max) + margin)
-            self._mapper = JointMapper(robot_joints, strict=config.strict_joint_names, bounds=bounds)
-            self._limits = FreshnessLimits(config.max_image_age, config.max_joint_state_age, config.max_future,
-                                           config.max_sync_skew)
-            self._recovery = RecoveryGate(config.input_recovery_time)
-            self._undecoded = {}
-            self._frames, self._joints, self._request, self._served = {}, None, None, ("", 0.0)
+            self.config, self.engine, self._robot_joints = config, engine, joints
+            self._goals.use(scorer)
+            self._intake.configure(engine.metadata.cameras, config)
+            self._mapper = joint_mapper(config, joints, engine.metadata.envelope)
+            self._scheduler.configure(config)
+            self._joints = None
         if config.profile_path:
-            self._profile = open(config.profile_path, "a", buffering=1)  # noqa: SIM115 - closed in cleanup/close
+            self._latency.open_profile(config.profile_path)
         self._subscribe(config)
         self.get_logger().info(
-            f"configured: {engine.name}, cameras {list(self._cameras)} <- {list(config.camera_topics)}, "
-            f"joints {list(robot_joints)}"
+            f"configured: {engine.name}, cameras {list(self._intake.cameras)} <- {list(config.camera_topics)}, "
+            f"joints {list(joints)}"
         )
         if not engine.metadata.envelope.position_min and config.envelope_margin >= 0.0:
             self.get_logger().warning("the model records no joint envelope (trained before it was recorded): "
@@ -244,34 +188,14 @@ class PolicyNode(LifecycleNode):
         self.diagnostics.faults.report(ENGINE_BUILD, cause_key(message), message, level="warn")
         self.diagnostics.publish()
 
-    def _check_against_model(self, config: PolicyNodeConfig, meta) -> tuple[str, ...]:
-        if len(config.camera_topics) != len(meta.cameras):
-            raise ConfigError(
-                f"camera_topics: {len(config.camera_topics)} topic(s) for the model's {len(meta.cameras)} "
-                f"camera(s) {list(meta.cameras)}"
-            )
-        robot_joints = config.joint_names or meta.joint_names
-        if len(robot_joints) != len(meta.joint_names):
-            raise ConfigError(
-                f"joint_names: {len(robot_joints)} names for the model's {len(meta.joint_names)} joints "
-                f"{list(meta.joint_names)}"
-            )
-        size = config.expected_image_size
-        if size is not None and min(size) * meta.crop_fraction < meta.image_size:
-            raise ConfigError(
-                f"image_width/image_height: {size[0]}x{size[1]} frames are smaller than the model's "
-                f"{meta.image_size} px input (after a {meta.crop_fraction:g} centre crop)"
-            )
-        return tuple(robot_joints)
-
     def _subscribe(self, config: PolicyNodeConfig) -> None:
-        for camera, topic in zip(self._cameras, config.camera_topics, strict=True):
+        for camera, topic in zip(self._intake.cameras, config.camera_topics, strict=True):
             compressed = is_compressed_topic(topic)
-            self._rates[f"camera {camera}"] = RateMeter()
             self._inputs.append(self.create_subscription(
-                CompressedImage if compressed else Image, topic, self._image_callback(camera, compressed), qos.SENSOR
+                CompressedImage if compressed else Image, topic, self._intake.image_callback(camera, compressed),
+                qos.SENSOR,
             ))
-        self._rates["joint_states"] = RateMeter()
+        self._joint_rate = RateMeter()
         self._joint_input = self._polled.subscribe(JointState, config.joint_states_topic, qos.SENSOR)
         self._inputs += [
             self.create_subscription(String, config.goal_topic, self._on_goal, qos.GOAL),
@@ -280,16 +204,13 @@ class PolicyNode(LifecycleNode):
         ]
 
     def on_activate(self, state) -> TransitionCallbackReturn:
-        with self._lock:
-            self._active = True
+        self._scheduler.activate()
         self.get_logger().info("active: answering chunk requests")
         return super().on_activate(state)
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
         self._publish_stop()  # the executor holds at once instead of running out its queue
-        with self._lock:
-            self._active = False
-            self._goal_epoch += 1  # discard a chunk still being computed
+        self._scheduler.deactivate()  # discards a chunk still being computed
         self.get_logger().info("inactive: no chunks")
         return super().on_deactivate(state)
 
@@ -298,20 +219,18 @@ class PolicyNode(LifecycleNode):
         return super().on_cleanup(state)
 
     def on_shutdown(self, state) -> TransitionCallbackReturn:
-        with self._lock:
-            self._active = False
+        self._scheduler.deactivate(discard=False)
         self._release()
         return super().on_shutdown(state)
 
     def on_error(self, state) -> TransitionCallbackReturn:
-        with self._lock:
-            self._active = False
+        self._scheduler.deactivate(discard=False)
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
     def _release(self) -> None:
         deadline = time.monotonic() + 10.0
-        while self._worker.busy and time.monotonic() < deadline:
+        while self._scheduler.busy and time.monotonic() < deadline:
             time.sleep(0.01)
         for subscription in self._inputs:
             self.destroy_subscription(subscription)
@@ -321,10 +240,10 @@ class PolicyNode(LifecycleNode):
             self._joint_input = None
         with self._lock:
             self.config, self.engine, self._mapper = None, None, None
-            self._frames, self._joints, self._request, self._undecoded = {}, None, None, {}
-        if self._profile is not None:
-            self._profile.close()
-            self._profile = None
+            self._intake.release()
+            self._scheduler.release()
+            self._joints = None
+        self._latency.close_profile()
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:
         """``halting_k_max`` / ``halting_delta`` set while configured apply to the next chunk (``ros2 param set``);
@@ -350,36 +269,8 @@ class PolicyNode(LifecycleNode):
         return SetParametersResult(successful=True)
 
     # -- inputs ----------------------------------------------------------------------------------------------
-    def _image_callback(self, camera: str, compressed: bool):
-        slot = f"camera {camera}"
-        name = f"camera {camera!r}"
-
-        def on_image(msg) -> None:
-            now = self._now()
-            self._rates[slot].tick(now)
-            config = self.config
-            if config is None:
-                return
-            self._counts["frames_received"] += 1
-            stamp = 0.0
-            try:
-                stamp = checked_stamp(msg.header.stamp, name)
-                if compressed:  # bounded before any decoding; the decoder thread decodes the newest one
-                    check_compressed(msg, name, config.expected_image_size, config.compressed_limits)
-                else:
-                    check_image(msg, name, config.expected_image_size)
-            except InputError as exc:
-                self._keep(camera, Frame(msg, stamp, now, compressed, str(exc)))
-                return
-            frame = Frame(msg, stamp, now, compressed)
-            if compressed:
-                with self._lock:
-                    self._undecoded[camera] = frame
-                self._decoder.submit(camera)  # if busy, the running decode loop takes this frame next
-                return
-            self._keep(camera, frame)
-
-        return on_image
+    def _on_first_frame(self) -> None:
+        self._maybe_infer(self._now())  # a request may be waiting for a new frame
 
     def _poll_joint_state(self) -> None:
         """Take the newest joint state, if one arrived since the last look."""
@@ -388,43 +279,10 @@ class PolicyNode(LifecycleNode):
         if msg is not None:
             self._on_joint_state(msg)
 
-    def _keep(self, camera: str, frame: Frame) -> None:
-        """Make ``frame`` the newest of ``camera``. The newest frame counts, good or bad: a bad one blocks
-        inference (reported now) until a good one replaces it (which clears the report)."""
-        slot = f"camera {camera}"
-        with self._lock:
-            previous = self._frames.get(camera)
-            self._frames[camera] = frame
-        if previous is not None and not previous.used and not previous.error:
-            self._counts["frames_dropped"] += 1
-        if frame.error:
-            self._counts["frames_rejected"] += 1
-            self.diagnostics.report(slot, cause_key(frame.error), frame.error)
-            return
-        if self.diagnostics.faults.active(slot) is not None:
-            self.diagnostics.clear(slot)
-        if camera == self._cameras[0]:
-            self._maybe_infer(self._now())  # a request may be waiting for a new frame
-
-    def _decode_pending(self, _camera: str) -> None:
-        """Decoder thread: decode the newest undecoded frame of each camera until none is left."""
-        while True:
-            with self._lock:
-                config = self.config
-                if not self._undecoded or config is None:
-                    return
-                camera = next(iter(self._undecoded))
-                frame = self._undecoded.pop(camera)
-            try:
-                frame.rgb = compressed_to_rgb(frame.msg, f"camera {camera!r}", config.expected_image_size,
-                                              config.compressed_limits)
-            except InputError as exc:
-                frame.error = str(exc)
-            self._keep(camera, frame)
-
     def _on_joint_state(self, msg: JointState) -> None:
         now = self._now()
-        self._rates["joint_states"].tick(now)
+        if self._joint_rate is not None:
+            self._joint_rate.tick(now)
         mapper = self._mapper
         if mapper is None:
             return
@@ -433,48 +291,15 @@ class PolicyNode(LifecycleNode):
             with self._lock:
                 self._joints = joints
 
-    def _make_goal_scorer(self, config: PolicyNodeConfig, meta) -> GoalScorer | None:
-        """The scorer of new goals (None: the model records no instructions, every goal is accepted)."""
-        if not meta.goals.known:
-            self.get_logger().warning("the model records no known instructions (trained before they were "
-                                      "recorded): goals are not checked")
-            return None
-        threshold = meta.goals.min_confidence if config.min_goal_confidence == -1.0 else config.min_goal_confidence
-        return GoalScorer(meta.goals.known, threshold, meta.max_goal_tokens)
-
     def _on_goal(self, msg: String) -> None:
         config = self.config
-        try:
-            goal = check_goal(msg.data, config.max_goal_bytes if config else 512)
-            verdict = self._judge(goal)
-        except InputError as exc:
-            goal, verdict = None, GoalVerdict(str(msg.data)[:200], False, -1.0, "", "", str(exc))
-        if goal and not verdict.accepted:  # logged by diagnostics, once per cause
-            with self._lock:
-                self._refused = goal
-            goal = None
-        elif goal is not None:
-            with self._lock:
-                self._refused = ""  # a later goal replaces the refused one: nothing left to accept
+        goal, verdict = self._goals.receive(msg.data, config.max_goal_bytes if config else 512)
         self._apply_goal(goal, verdict)
-
-    def _judge(self, goal: str) -> GoalVerdict:
-        if not goal:
-            return GoalVerdict("", False, -1.0, "", "", "empty goal: stopped")
-        scorer = self._goal_scorer
-        if scorer is None:
-            return GoalVerdict(goal, True, 1.0, "", "", "not checked: the model records no known instructions")
-        return scorer.verdict(goal)
 
     def _apply_goal(self, goal: str | None, verdict: GoalVerdict, overridden: bool = False) -> None:
         """Make ``goal`` current (None: refused, '' = stop), report the verdict, stop the arm when needed."""
-        with self._lock:
-            changed = goal != self._goal
-            self._goal = goal or ""
-            self._goal_epoch += 1
-            self._verdict = {**verdict.to_dict(), "checked": self._goal_scorer is not None,
-                             "overridden": overridden}
-            status = json.dumps(self._verdict)
+        changed = self._scheduler.set_goal(goal or "")
+        status = self._goals.record(verdict, overridden)
         self._goal_status_pub.publish(String(data=status))
         if goal is None:
             self.diagnostics.report("goal", cause_key(verdict.reason), f"{verdict.reason}; holding")
@@ -488,12 +313,11 @@ class PolicyNode(LifecycleNode):
                 self.get_logger().info(f"goal: {goal[:200]!r}", throttle_duration_sec=1.0)
 
     def _on_accept_goal(self, request, response):
-        with self._lock:
-            goal, self._refused = self._refused, ""
-        if not goal:
+        accepted = self._goals.accept_refused()
+        if accepted is None:
             response.success, response.message = False, "no refused goal to accept"
             return response
-        verdict = dataclasses.replace(self._judge(goal), accepted=True, reason="accepted by the operator")
+        goal, verdict = accepted
         self.get_logger().warning(f"goal accepted by the operator (~/accept_goal): {goal[:200]!r}")
         self._apply_goal(goal, verdict, overridden=True)
         response.success, response.message = True, f"accepted: {goal[:200]}"
@@ -501,8 +325,7 @@ class PolicyNode(LifecycleNode):
 
     def _on_request(self, msg: Header) -> None:
         now = self._now()
-        with self._lock:
-            self._request = (msg.frame_id, now)
+        self._scheduler.ask(msg.frame_id, now)
         self._counts["requests"] += 1
         self._maybe_infer(now)
 
@@ -510,63 +333,17 @@ class PolicyNode(LifecycleNode):
     def _maybe_infer(self, now: float) -> None:
         self._poll_joint_state()
         with self._lock:
-            config, request = self.config, self._request
-            if not self._active or self._stopped or not self._goal or config is None or request is None:
-                return
-            if now - request[1] > config.request_timeout:
-                return  # the executor stopped asking
-            if request[0] == self._served[0] and now - self._served[1] < config.request_timeout:
-                return  # answered; asked again after request_timeout only if that chunk never arrived
-            frames = {c: self._frames.get(c) for c in self._cameras}
-            joints, goal, epoch = self._joints, self._goal, self._goal_epoch
-        if self._worker.busy:
-            return
-        if any(f is not None and f.error for f in frames.values()):
-            return  # reported when the frame arrived (or failed to decode)
-        if not self.diagnostics.faults.is_healthy("joint_states"):
-            return
-        if not self._inputs_fresh(now, frames, joints):
-            return
-        if frames[self._cameras[0]].used:
-            return  # one chunk per observation: wait for the next frame
-        job = Job(request[0], frames, joints[0].copy(), goal, epoch, frames[self._cameras[0]].stamp, now)
-        if self._worker.submit(job):
-            for frame in frames.values():
-                frame.used = True
+            joints = self._joints
+        self._scheduler.offer(now, self._intake.snapshot(), joints)
 
     def _watch_inputs(self) -> None:
         """Input health shows on /diagnostics even while nobody asks for chunks."""
         self._poll_joint_state()
+        if not self._scheduler.active:
+            return
         with self._lock:
-            if not self._active:
-                return
-            frames = {c: self._frames.get(c) for c in self._cameras}
             joints = self._joints
-        self._inputs_fresh(self._now(), frames, joints)
-
-    def _inputs_fresh(self, now: float, frames: dict[str, Frame | None], joints) -> bool:
-        """Check the stamps of the newest inputs; report new timing causes and clear resolved ones."""
-        if self._limits is None:
-            return False
-        problems = check_freshness(
-            now, {c: (f.stamp if f else None) for c, f in frames.items()}, joints[1] if joints else None,
-            self._limits,
-        )
-        for problem in problems:
-            self.diagnostics.report(problem.slot, problem.key, problem.message, level="warn")
-        bad = {p.slot for p in problems}
-        usable = [gate_slot(self.diagnostics, self._recovery, slot, slot not in bad, now)
-                  for slot in timing_slots(tuple(frames))]
-        return all(usable)
-
-    def _convert(self, camera: str, frame: Frame) -> np.ndarray:
-        expected = self.config.expected_image_size if self.config else None
-        name = f"camera {camera!r}"
-        if frame.compressed:
-            if frame.rgb is None:
-                raise InputError(f"{name}: compressed frame not decoded")
-            return frame.rgb
-        return image_to_rgb(frame.msg, name, expected)
+        self._scheduler.inputs_fresh(self._now(), self._intake.snapshot(), joints)
 
     def _infer(self, job: Job) -> None:
         from dream_vla_ros.policy.observation import Observation
@@ -574,16 +351,10 @@ class PolicyNode(LifecycleNode):
         engine, config = self.engine, self.config
         if engine is None or config is None:
             return
-        meta = engine.metadata
         t0 = time.perf_counter()
-        images = {}
-        for camera, frame in job.frames.items():
-            try:
-                images[camera] = self._convert(camera, frame)
-            except InputError as exc:
-                frame.error = str(exc)
-                self.diagnostics.report(f"camera {camera}", cause_key(str(exc)), str(exc))
-                return
+        images = self._intake.images(job.frames)
+        if images is None:
+            return
         observation = Observation(images=images, proprio=job.proprio, instruction=job.goal, stamp=job.stamp)
         t1 = time.perf_counter()
         self._counts["inferences"] += 1
@@ -591,10 +362,9 @@ class PolicyNode(LifecycleNode):
         try:
             prediction = engine.infer(observation)
             self._inference_cpu_s += time.thread_time() - cpu
-            positions, confined = confine(self._check_prediction(prediction, meta), meta.envelope,
-                                          config.envelope_margin)
-            first = job.frames[self._cameras[0]].msg.header.stamp  # exact, not via float seconds
-            msg = prediction_to_trajectory(positions, self._robot_joints, prediction.dt, first)
+            first = job.first.msg.header.stamp  # exact, not via float seconds
+            msg, confined = chunk_message(prediction, engine.metadata, config.envelope_margin, self._robot_joints,
+                                          first)
         except Exception as exc:  # noqa: BLE001 - any engine failure: log once, publish nothing, stay alive
             self._counts["inference_failures"] += 1
             text = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
@@ -602,70 +372,19 @@ class PolicyNode(LifecycleNode):
             return
         t2 = time.perf_counter()
         if config.added_delay > 0.0 or config.added_delay_jitter > 0.0:
-            self._hold_back(config)
-        with self._lock:
-            publish = self._active and not self._stopped and job.epoch == self._goal_epoch
-        if not publish:
+            self._added_delay.wait(config.added_delay, config.added_delay_jitter)
+        if not self._scheduler.wanted(job):
             return
         self._chunk_pub.publish(msg)
         t3 = time.perf_counter()
         published_at = self._now()
-        with self._lock:
-            self._served = (job.request, published_at)
+        self._scheduler.answered(job, published_at)
         self._counts["chunks_published"] += 1
         if confined:
             self._counts["chunks_confined_to_envelope"] += 1
         if self.diagnostics.faults.active("engine") is not None:
             self.diagnostics.clear("engine")
-        self._account(job, prediction, (t0, t1, t2, t3), published_at)
-
-    def _hold_back(self, config: PolicyNodeConfig) -> None:
-        """The ``added_delay`` test setting: wait added_delay +- added_delay_jitter s of this node's clock."""
-        jitter = config.added_delay_jitter
-        until = self._now() + max(0.0, config.added_delay + self._delay_rng.uniform(-jitter, jitter))
-        while (left := until - self._now()) > 0.0:
-            if self._closing.wait(min(left, 0.005)):
-                return
-
-    @staticmethod
-    def _check_prediction(prediction, meta) -> np.ndarray:
-        positions = np.asarray(prediction.positions, dtype=np.float64)
-        expected = (meta.chunk_length, len(meta.joint_names))
-        if positions.shape != expected:
-            raise InputError(f"engine returned a chunk of shape {list(positions.shape)}, expected {list(expected)}")
-        if tuple(prediction.joint_names) != meta.joint_names:
-            raise InputError(
-                f"engine returned joints {list(prediction.joint_names)}, expected {list(meta.joint_names)}"
-            )
-        if not np.all(np.isfinite(positions)):
-            raise InputError("engine returned a chunk with NaN or infinite positions")
-        if not (math.isfinite(prediction.dt) and prediction.dt > 0):
-            raise InputError(f"engine returned dt {prediction.dt!r}")
-        return positions
-
-    def _account(self, job: Job, prediction, marks: tuple[float, ...], published_at: float) -> None:
-        t0, t1, t2, t3 = marks
-        engine_ms = dict(prediction.timings_ms)
-        preprocess = float(engine_ms.get("preprocess", 0.0))
-        postprocess = float(engine_ms.get("postprocess", 0.0))
-        total = float(engine_ms.get("total", (t2 - t1) * 1e3))
-        first = job.frames[self._cameras[0]]
-        stages = {
-            "transport": (first.received - first.stamp) * 1e3,
-            "wait": (job.submitted - first.received) * 1e3,
-            "conversion": (t1 - t0) * 1e3,
-            "preprocessing": preprocess,
-            "engine": max(0.0, total - preprocess - postprocess),
-            "postprocessing": postprocess + max(0.0, (t2 - t1) * 1e3 - total),
-            "publish": (t3 - t2) * 1e3,
-        }
-        for stage, ms in stages.items():
-            self._record(stage, ms)
-        self._last_prediction = (int(prediction.iterations), str(prediction.halt_reason))
-        if self._profile is not None:
-            record = {"stamp": job.stamp, "request": job.request, "published": published_at,
-                      "iterations": int(prediction.iterations), **{f"{k}_ms": v for k, v in stages.items()}}
-            self._profile.write(json.dumps(record) + "\n")
+        self._latency.add(job, prediction, (t0, t1, t2, t3), published_at)
 
     def _on_worker_crash(self, exc: BaseException) -> None:
         text = f"{type(exc).__name__}: {exc}"
@@ -673,18 +392,13 @@ class PolicyNode(LifecycleNode):
 
     # -- stop / resume ---------------------------------------------------------------------------------------
     def _publish_stop(self) -> None:
-        with self._lock:
-            active = self._active
-        if active:
+        if self._scheduler.active:
             msg = JointTrajectory()
             msg.header.stamp = self.get_clock().now().to_msg()
             self._chunk_pub.publish(msg)
 
     def _on_stop(self, request, response):
-        with self._lock:
-            was = self._stopped
-            self._stopped = True
-            self._goal_epoch += 1
+        was = self._scheduler.stop()
         self._publish_stop()
         if not was:
             self.get_logger().info("stopped (~/stop): no chunks until ~/resume")
@@ -692,10 +406,7 @@ class PolicyNode(LifecycleNode):
         return response
 
     def _on_resume(self, request, response):
-        with self._lock:
-            active, was, goal = self._active, self._stopped, self._goal
-            if active:
-                self._stopped = False
+        active, was, goal = self._scheduler.resume()
         if not active:
             response.success, response.message = False, "not active: configure and activate the node first"
             return response
@@ -706,40 +417,31 @@ class PolicyNode(LifecycleNode):
         return response
 
     # -- diagnostics -----------------------------------------------------------------------------------------
-    def _goal_values(self) -> dict[str, object]:
-        with self._lock:
-            verdict = dict(self._verdict)
-        keys = ("accepted", "confidence", "nearest_instruction", "overridden")
-        return {k: verdict[k] for k in keys if k in verdict}
-
     def _diagnostic_values(self) -> dict[str, object]:
         now = self._now()
         with self._lock:
-            config, active, stopped, goal = self.config, self._active, self._stopped, self._goal
-            frames, joints = dict(self._frames), self._joints
+            config, joints = self.config, self._joints
+        scheduler, frames = self._scheduler, self._intake.newest()
         values: dict[str, object] = {
-            "state": "active" if active else ("inactive" if config else "unconfigured"),
-            "stopped": stopped,
-            "goal": goal[:100],
-            **{f"goal {k}": v for k, v in self._goal_values().items()},
+            "state": "active" if scheduler.active else ("inactive" if config else "unconfigured"),
+            "stopped": scheduler.stopped,
+            "goal": scheduler.goal[:100],
+            **self._goals.values(),
             "backend": self.engine.name if self.engine else "",
             "model": config.model if config else "",
             **engine_status(self.engine),
+            **self._intake.counts,
             **self._counts,
             "inference cpu_s": self._inference_cpu_s,
         }
-        for slot, meter in list(self._rates.items()):
-            values[f"{slot} rate_hz"] = meter.value(now)
+        for slot, meter in [*self._intake.rates.items(), ("joint_states", self._joint_rate)]:
+            if meter is not None:
+                values[f"{slot} rate_hz"] = meter.value(now)
         for camera, frame in frames.items():
             values[f"camera {camera} age_s"] = now - frame.stamp
         if joints is not None:
             values["joint_states age_s"] = now - joints[1]
-        for stage, samples in list(self._timings.items()):
-            recent = list(samples)
-            if recent:
-                values[f"latency {stage} ms (median)"] = float(np.median(recent))
-                values[f"latency {stage} ms (last)"] = recent[-1]
-        values["iterations k"], values["halting reason"] = self._last_prediction
+        values.update(self._latency.values())
         return values
 
 
