@@ -24,7 +24,7 @@ import mujoco
 import numpy as np
 
 from dream_vla_ros.errors import ConfigError
-from dream_vla_ros.sim.joint_arm import make_renderer, render_camera
+from dream_vla_ros.sim.scene import make_renderer, render_camera
 
 # What mjv_updateScene reads from MjData for scenes without tendons, skins or flexes (all MT10 scenes).
 RENDER_STATE = ("qpos", "mocap_pos", "mocap_quat", "xpos", "xquat", "xmat", "geom_xpos", "geom_xmat",
