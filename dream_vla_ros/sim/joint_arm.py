@@ -71,7 +71,7 @@ class SimArmConfig:
     cameras: cameras rendered by ``render_all`` (the first is ``render()``'s default), from :data:`CAMERAS`.
     width, height: image size in pixels.
     seed: episode seed used by ``reset`` when none is given.
-    cached_scenes: task scenes kept built (each holds ~200 MB, mostly textures; building one takes ~0.3 s).
+    cached_scenes: task scenes kept built (each is large, mostly textures, and slow to build; docs/performance.md).
     kp, kd: joint PD gains (1/s^2, 1/s), applied through the joint-space inertia.
     damping_feedforward: lambda in the damping feed-forward b (v_ff + lambda e), 1/s.
     gripper_force: maximum finger force, N.
@@ -162,7 +162,7 @@ class JointArm:
     def __init__(self, config: SimArmConfig | None = None) -> None:
         self.config = config or SimArmConfig()
         self._scenes: dict[str, Scene] = {}
-        # Release scenes (about 200 MB each, mostly textures) when the arm is dropped without close().
+        # Release scenes (large, mostly textures) when the arm is dropped without close().
         weakref.finalize(self, close_scenes, self._scenes).atexit = False
         self._scene = self._scene_for(self.config.task)
         self._target = np.zeros(NUM_ARM_JOINTS)

@@ -5,9 +5,9 @@ reset, turns the finger actuators into stiff position servos with a force limit,
 joint controller of :class:`dream_vla_ros.sim.joint_arm.JointArm` needs (the arm is the first seven
 coordinates, :data:`ARM_JOINT_NAMES`).
 
-Rendering uses MuJoCo's offscreen renderer without shadows, reflections or multisampling (about ten times
-faster on llvmpipe); Meta-World's corner cameras are mounted upside down and are rotated 180 degrees so
-that every image is upright (table at the bottom).
+Rendering uses MuJoCo's offscreen renderer without shadows, reflections or multisampling (these dominate
+the cost on a software rasterizer such as llvmpipe; see docs/performance.md); Meta-World's corner cameras
+are mounted upside down and are rotated 180 degrees so that every image is upright (table at the bottom).
 """
 
 from __future__ import annotations
@@ -143,9 +143,9 @@ def _close_at_exit(scene_ref: weakref.ref) -> None:
 
 
 def return_freed_memory() -> None:
-    """Hand the heap a closed scene freed back to the OS. A scene's ~200 MB of model, textures and renderer
-    buffers come back as fragmented glibc arenas: without this, a process that rebuilds scenes grows by ~1.5
-    MB per rebuild (+8% over 20 task switches, +13% over a 10-minute soak); with it, it stays flat."""
+    """Hand the heap that closed scenes freed back to the OS. A scene's model, textures and renderer buffers
+    come back as fragmented glibc arenas, so without this a process that rebuilds scenes keeps growing
+    (docs/performance.md has the figures); with it, it stays flat."""
     import contextlib
     import ctypes
     import gc

@@ -270,7 +270,7 @@ class DatasetWriter:
         steps = episode.length
         timestamps = np.arange(steps) * self.dt if episode.timestamps is None else episode.timestamps
         # Time-fastest (Fortran) order: a pixel's history is contiguous, so zlib finds the static background
-        # (about 3.6x smaller than frame-by-frame order at 128 px); np.load restores it transparently.
+        # (much smaller than frame-by-frame order; docs/performance.md); np.load restores it transparently.
         arrays = {f"image_{name}": np.asfortranarray(episode.images[name]) for name in self.cameras}
         arrays.update(
             proprio=np.asarray(episode.proprio, dtype=np.float32),
