@@ -12,7 +12,7 @@ Figures:
 - ``missed_tick_percent``: control ticks the executor counted as missed (its timer late by more than half a
   period) in per cent of the ticks due over the run (wall time / control period);
 - ``tick_jitter_p99_ms``: p99 of how late the executor's control ticks started against their schedule, over
-  every tick of the run (its /diagnostics value ``tick lateness p99_ms``; windows no longer go out every tick,
+  every tick of the run (its /diagnostics value ``tick lateness p99_ms``; windows do not go out every tick,
   ``chunk_executor.topic_period``, so their arrival intervals do not measure the ticks);
 - ``rss_growth_percent``: per node, resident memory at the end vs. at the end of the first minute (of the
   first half for runs shorter than two minutes);

@@ -14,9 +14,9 @@ Graphs (batch dimension dynamic everywhere; traced at batch 1, verified at batch
 Opset: 17 (default) to 20. TensorRT 10.3 (JetPack 6.1/6.2) accepts up to 20; 17 is the first opset with
 ``LayerNormalization`` as one op, which an FP16 TensorRT build can keep in FP32 (lower opsets decompose it and
 are refused). The legacy TorchScript exporter is used because it writes opsets <= 17 directly (the dynamo
-exporter builds 18 and down-converts) and is ~5x faster here. Each graph is simplified with onnxscript's
-optimizer (constant folding, dead-node and identity removal); the simplified graph is kept only if it passes
-``onnx.checker`` (full check) and strict shape inference and matches torch as closely as the raw export,
+exporter builds 18 and down-converts) and exports faster (docs/performance.md). Each graph is simplified with
+onnxscript's optimizer (constant folding, dead-node and identity removal); the simplified graph is kept only if it
+passes ``onnx.checker`` (full check) and strict shape inference and matches torch as closely as the raw export,
 otherwise the raw graph is kept and the manifest says why.
 """
 

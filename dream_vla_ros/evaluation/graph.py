@@ -140,7 +140,7 @@ def checkpoint_k_max(model: str | Path) -> int:
 # -- parameters of an evaluation graph -----------------------------------------------------------------------
 def camera_wiring(cameras: Sequence[str]) -> tuple[list[str], list[str]]:
     """Simulated-arm cameras and their topics (``/camera/<name>/image_raw``) for a model reading ``cameras``."""
-    from dream_vla_ros.sim.joint_arm import CAMERAS
+    from dream_vla_ros.sim.scene import CAMERAS
 
     unknown = [c for c in cameras if c not in CAMERAS]
     if not cameras or unknown:

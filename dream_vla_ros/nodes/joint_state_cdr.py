@@ -1,7 +1,7 @@
 """``sensor_msgs/JointState`` read straight from its serialised (CDR) bytes, for the control loop.
 
 Deserialising a JointState into a Python message builds a header, a list of name strings and three arrays
-(about 25 us on a hot cache, several times that inside a busy node); the chunk executor needs the stamp, the
+(costly at 500 Hz inside a busy node; docs/performance.md); the chunk executor needs the stamp, the
 names and the positions of the newest sample at every control tick. :func:`read_joint_state_cdr` reads them
 from the bytes a raw polled subscription takes (``nodes/polling.py``) with one ``numpy.frombuffer`` per array,
 into a :class:`JointStateView` that :class:`~dream_vla_ros.nodes.conversions.JointMapper` reads like the

@@ -59,7 +59,7 @@ class PolicyNodeConfig:
         crossing its age limit).
     max_compressed_bytes: bytes; a larger CompressedImage is rejected without decoding it.
     max_image_pixels: width x height a CompressedImage's PNG / JPEG header may declare; larger frames are
-        rejected before decoding (bounds the decode's memory and time: 1920x1200 JPEG ~ 10-50 ms on one core).
+        rejected before decoding (bounds the decode's memory and time; docs/performance.md).
     max_goal_bytes: bytes; a longer goal is refused (and stops the robot). Goals up to 512 bytes are read
         whole by WordLlama models (nothing is cut).
     min_goal_confidence: a goal whose confidence (its best match with the instructions the model was trained

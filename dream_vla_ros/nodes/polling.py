@@ -1,9 +1,8 @@
 """High-rate inputs read where they are used, and a control loop that is not an executor timer (rclpy).
 
-rclpy's executors spend about 0.7 ms of CPU per wake-up on this kind of machine (Kilted, Python 3.11: a bare
-node with an 80 Hz timer and nothing else takes ~6% of a core; ``dream-vla-ros bench nodes``), so a node that
-is woken for every 500 Hz joint state and every control tick spends most of its time in the executor, not in
-its own code. Two tools keep those wake-ups out of the executor:
+An rclpy executor wake-up costs more CPU than a control tick's own work (figures from ``dream-vla-ros bench
+nodes`` in docs/performance.md), so a node that is woken for every 500 Hz joint state and every control tick
+spends most of its time in the executor, not in its own code. Two tools keep those wake-ups out of the executor:
 
 - :class:`PolledInputs`: subscriptions on a helper node that no executor spins; the owner takes the newest
   message (or every queued one) when it needs it, at its own rate. The DDS reader keeps what the QoS history

@@ -18,10 +18,10 @@ def run(factories: Sequence[Callable[[], object]], *, argv: list[str] | None = N
     1 = SingleThreadedExecutor (the lowest latency and jitter in rclpy, measured by ``bench latency``), more = a
     MultiThreadedExecutor (callback groups then run in parallel, sharing the GIL). The MultiThreadedExecutor
     re-polls its wait set in Python until a worker has taken each ready message, and under 80 Hz subscriptions it
-    held the GIL ~90% of the time (py-spy on sim_arm), starving the node's other Python threads. So a node whose
-    callbacks must block (an action server's execute callbacks) puts them on helper nodes listed in its
-    ``blocking_nodes`` attribute: those get their own MultiThreadedExecutor on a background thread, where no
-    high-rate subscription wakes it.
+    held the GIL most of the time (py-spy on sim_arm; docs/performance.md), starving the node's other Python
+    threads. So a node whose callbacks must block (an action server's execute callbacks) puts them on helper
+    nodes listed in its ``blocking_nodes`` attribute: those get their own MultiThreadedExecutor on a background
+    thread, where no high-rate subscription wakes it.
     A node may define ``start()`` (called once before spinning) and ``close()`` (called before destruction).
     """
     import rclpy

@@ -5,33 +5,23 @@ and to turn an :class:`~dream_vla_ros.policy.observation.Observation` into model
 dt, chunk length H, image size and crop, cameras, tokenizer, normalisation statistics, the decoder kind and the
 runtime halting defaults. Round-trips through ``configuration.to_mapping`` / ``configuration.from_mapping``.
 
-Presets (``dream-vla-ros bench policy``; FLOPs at batch 1, a multiply-add counts 2; matmul/conv/attention only):
+Presets (sizes, FLOPs, timings and training speeds from ``dream-vla-ros bench policy`` and training runs are in
+docs/performance.md):
 
 - ``tiny``: tests. 0.17M parameters, one 32 px camera, H=4, 3 joints, instruction bytes merged 2 at a time;
-  3.9 MFLOP trunk, 0.17 MFLOP per core iteration; learns the synthetic task of ``synthetic.py`` in seconds.
+  learns the synthetic task of ``synthetic.py`` in seconds.
 - ``sim``: the Meta-World MT10 model, sized to train on a 2-core CPU. One 96x96 camera, 8 joints (7 arm +
   gripper), H=16 at dt=0.025 s: every 2nd step of the 80 Hz env, 0.4 s of motion, which covers inference
   latency plus a replanning interval with margin while halving the rows to predict (the chunk executor
   interpolates to the control rate). Actions are predicted as deltas to the current joints. 1.29M parameters
   (vision 0.16M: three stride-2 3x3 convolutions (32, 64, 128 channels) and a 2x2 patchify -> 6x6 tokens;
   trunk 0.89M: 4 layers x 128 over 36 image + 12 instruction (48 bytes merged 4 at a time) + 1 proprio
-  tokens; decoder 0.23M, width 96, one weight-tied core layer). Per chunk: 0.13 GFLOP trunk, 7.5 MFLOP prelude
-  + context K/V, 2.7 MFLOP per core iteration + 0.3 MFLOP Coda decode (0.16 GFLOP at k=8). Training runs at
-  ~250 samples/s on 2 CPU cores (batch 64, mean depth 8), ~20 epochs of 41k samples in 55 min. The first
-  version of this preset (6 layers x 160 over 64 image + 48 byte tokens, 2.27M parameters, 0.45 GFLOP trunk)
-  trained at 55-83 samples/s, fitted 6 epochs in 75 min and reached 30% MT10 closed loop. On 1 CPU thread
-  (torch eager) the trunk takes 2.7 ms and an adaptive chunk 4.6 ms at k 4.25: a core iteration's ~0.3 ms is
-  mostly per-op overhead, so adaptive/trunk is 1.7 here against 1.28 for the 6 x 160 trunk; ONNX Runtime
-  runs the whole chunk in 3.0 ms. Training takes its cameras from the dataset: the shipped model reads two
-  (``corner``, ``topview``: 72 image tokens, 144 samples/s, 10.2 ms inference median in the closed loop).
-- ``orin``: sized for 25 Hz replanning on Jetson Orin AGX in FP16 (TensorRT). Two 128x128 cameras (scene +
-  wrist), 8 joints, H=16; trunk 8 layers x 384 over 2x64 image + 48 byte + 1 proprio tokens; core 2 layers x
-  256. 17.9M parameters. Per chunk: 5.2 GFLOP trunk, 0.24 GFLOP prelude + context K/V, 55 MFLOP per core
-  iteration incl. Coda (5.9 GFLOP at k=8). Bytes: 29 MB of FP16 vision + trunk weights and ~2 MB prelude read
-  once, ~4.3 MB of core weights per iteration (does not fit the 4 MB L2), activations < 1 MB: ~65 MB per chunk
-  at k=8, ~0.3 ms at the Orin's 204 GB/s; at an assumed 5 TFLOP/s achieved on these small FP16 GEMMs ~1.2 ms
-  of compute. That is ~10x under the 40 ms budget, which is kept for launch overheads (measured Orin/TensorRT
-  stacks run 2-5x below peak), preprocessing, transfers and the co-located ROS graph.
+  tokens; decoder 0.23M, width 96, one weight-tied core layer). Training takes its cameras from the dataset:
+  the shipped model reads two (``corner``, ``topview``: 72 image tokens).
+- ``orin``: sized for 25 Hz replanning on Jetson Orin AGX in FP16 (TensorRT), well inside the 40 ms budget
+  per chunk (the FLOP and byte estimate is in docs/performance.md, the per-module budget in
+  docs/jetson_orin.md). Two 128x128 cameras (scene + wrist), 8 joints, H=16; trunk 8 layers x 384 over 2x64
+  image + 48 byte + 1 proprio tokens; core 2 layers x 256. 17.9M parameters.
 """
 
 from __future__ import annotations

@@ -1,16 +1,16 @@
 """Camera frames rendered on a thread of their own, from a copy of the physics state at the frame's time.
 
-A 96 px frame costs about 8 ms of CPU on llvmpipe (mostly vertex processing of the Sawyer's ~46k mesh
-vertices), ten times a physics step; rendered inside the physics loop, two 30 Hz cameras leave that loop
+On llvmpipe a frame costs many times the CPU of a physics step (mostly vertex processing of the Sawyer's
+meshes; figures in docs/performance.md); rendered inside the physics loop, two 30 Hz cameras leave that loop
 almost no slack to keep real time on a 2-core machine. :class:`CameraThread` takes the rendering off it: at a
-frame time the physics thread copies the state MuJoCo's scene update reads (:data:`RENDER_STATE`, ~30 us) and
-steps on; the camera thread renders every camera from that copy (MuJoCo releases the GIL while it renders)
+frame time the physics thread copies the state MuJoCo's scene update reads (:data:`RENDER_STATE`, a cheap
+copy) and steps on; the camera thread renders every camera from that copy (MuJoCo releases the GIL while it renders)
 and hands the images with the frame's time to ``on_frame``. The images are those of the physics state at
 that time, pixel for pixel (``test/sim/test_camera_thread.py`` compares them with rendering in place).
 
 At most one frame is in flight: a capture while the previous frame is still rendering waits for it, so no
 frame is dropped and a renderer slower than the frame rate slows the physics down (as rendering in place
-did) instead of skipping frames. The renderer (and its GL context) is made and used only in the camera
+would) instead of skipping frames. The renderer (and its GL context) is made and used only in the camera
 thread, anew when the scene changes.
 """
 
@@ -24,7 +24,7 @@ import mujoco
 import numpy as np
 
 from dream_vla_ros.errors import ConfigError
-from dream_vla_ros.sim.joint_arm import make_renderer, render_camera
+from dream_vla_ros.sim.scene import make_renderer, render_camera
 
 # What mjv_updateScene reads from MjData for scenes without tendons, skins or flexes (all MT10 scenes).
 RENDER_STATE = ("qpos", "mocap_pos", "mocap_quat", "xpos", "xquat", "xmat", "geom_xpos", "geom_xmat",

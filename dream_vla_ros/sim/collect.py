@@ -85,7 +85,7 @@ class JobResult:
 
 
 def make_jobs(config: CollectConfig) -> list[Job]:
-    """All jobs, task after task (a worker keeps few task scenes built; switching costs ~0.5 s)."""
+    """All jobs, task after task (a worker keeps few task scenes built; switching task rebuilds a scene)."""
     names = [task_spec(t).name for t in config.tasks]
     return [
         Job(index=i * config.episodes_per_task + k, task=name, demo=k)

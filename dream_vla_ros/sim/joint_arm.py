@@ -23,15 +23,11 @@ grip effort (which saturates at 0.04) to this unit.
 ``JointArm.step_mocap`` keeps Meta-World's own end-effector control (weld on); the scripted experts use it to
 produce joint-space demonstrations (see :mod:`dream_vla_ros.sim.expert`).
 
-Rendering uses MuJoCo's offscreen renderer without shadows, reflections or multisampling (about ten times
-faster on llvmpipe); Meta-World's corner cameras are mounted upside down and are rotated 180 degrees so
-that every image is upright (table at the bottom).
+Scenes and rendering live in :mod:`dream_vla_ros.sim.scene`: every image is upright (table at the bottom).
 """
 
 from __future__ import annotations
 
-import atexit
-import pickle
 import weakref
 from dataclasses import dataclass
 
@@ -39,10 +35,18 @@ import mujoco  # after dream_vla_ros.sim/__init__ has set MUJOCO_GL and LP_NUM_T
 import numpy as np
 
 from dream_vla_ros.configuration import require
-from dream_vla_ros.errors import ConfigError, InputError
+from dream_vla_ros.errors import InputError
+from dream_vla_ros.sim.scene import (
+    ARM_JOINT_NAMES,
+    CAMERAS,
+    FINGER_TRAVEL,
+    Scene,
+    close_scenes,
+    render_camera,
+    return_freed_memory,
+)
 from dream_vla_ros.sim.tasks import task_spec
 
-ARM_JOINT_NAMES: tuple[str, ...] = tuple(f"right_j{i}" for i in range(7))
 JOINT_NAMES: tuple[str, ...] = (*ARM_JOINT_NAMES, "gripper")
 NUM_ARM_JOINTS = 7
 
@@ -53,13 +57,8 @@ PHYSICS_DT = 0.0025
 SUBSTEPS = 5
 CONTROL_DT = PHYSICS_DT * SUBSTEPS
 
-CAMERAS: tuple[str, ...] = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
-UPSIDE_DOWN_CAMERAS = frozenset({"corner", "corner2", "corner3", "corner4"})
-
 # Meta-World's fixed hand orientation (the mocap quaternion it writes every step).
 _HAND_QUAT = np.array([1.0, 0.0, 1.0, 0.0])
-# Finger slide joints: name -> travel from open (0) to closed.
-_FINGER_TRAVEL = {"r_close": 0.04, "l_close": -0.03}
 # Closure band at each end where the finger set-point is driven past the stop (see _set_gripper_ctrl).
 _END_BAND = 0.05
 
@@ -72,7 +71,7 @@ class SimArmConfig:
     cameras: cameras rendered by ``render_all`` (the first is ``render()``'s default), from :data:`CAMERAS`.
     width, height: image size in pixels.
     seed: episode seed used by ``reset`` when none is given.
-    cached_scenes: task scenes kept built (each holds ~200 MB, mostly textures; building one takes ~0.3 s).
+    cached_scenes: task scenes kept built (each is large, mostly textures, and slow to build; docs/performance.md).
     kp, kd: joint PD gains (1/s^2, 1/s), applied through the joint-space inertia.
     damping_feedforward: lambda in the damping feed-forward b (v_ff + lambda e), 1/s.
     gripper_force: maximum finger force, N.
@@ -142,133 +141,7 @@ class ArmState:
 
 def gripper_from_effort(effort: float) -> float:
     """A Meta-World grip effort (actuator target, saturating at 0.04) -> the closure target it settles at."""
-    return float(2.0 * np.clip(effort / _FINGER_TRAVEL["r_close"], 0.0, 1.0) - 1.0)
-
-
-class _Scene:
-    """One task's Meta-World environment, its renderer and the ids the controller needs."""
-
-    def __init__(self, task: str, config: SimArmConfig) -> None:
-        from metaworld.env_dict import ALL_V3_ENVIRONMENTS, ML1_ARGS_KWARGS
-        from metaworld.types import Task
-
-        spec = task_spec(task)
-        env_cls = ALL_V3_ENVIRONMENTS[spec.env_name]
-        env = env_cls(render_mode=None)
-        kwargs = {k: v for k, v in ML1_ARGS_KWARGS[spec.env_name]["kwargs"].items() if k != "task_id"}
-        # MT benchmarks: goal visible in the 39-D observation (the experts read it); one fixed random vector
-        # is installed only to satisfy set_task, then replaced by seeded sampling at every reset.
-        kwargs.update(rand_vec=env._random_reset_space.low.copy(), env_cls=env_cls, partially_observable=False)
-        env.set_task(Task(env_name=spec.env_name, data=pickle.dumps(kwargs)))
-        env._freeze_rand_vec = False
-        env.seeded_rand_vec = True
-        self.task = spec.name
-        self.env = env
-        self.model = env.model
-        self.data = env.data
-        model = self.model
-
-        arm_joints = [model.joint(name) for name in ARM_JOINT_NAMES]
-        self.arm_qpos = np.array([int(j.qposadr[0]) for j in arm_joints])
-        self.arm_dof = np.array([int(j.dofadr[0]) for j in arm_joints])
-        if not (np.array_equal(self.arm_qpos, np.arange(7)) and np.array_equal(self.arm_dof, np.arange(7))):
-            raise ConfigError(f"{spec.env_name}: arm joints are not the first seven coordinates")
-        self.arm_low = np.array([j.range[0] if j.limited else -np.inf for j in arm_joints])
-        self.arm_high = np.array([j.range[1] if j.limited else np.inf for j in arm_joints])
-        self.arm_damping = model.dof_damping[:7].copy()
-
-        # Fingers: stiff position servos with Meta-World's force limit (see the module docstring).
-        self.finger_qpos = np.array([int(model.joint(n).qposadr[0]) for n in _FINGER_TRAVEL])
-        self.finger_dof = np.array([int(model.joint(n).dofadr[0]) for n in _FINGER_TRAVEL])
-        self.finger_travel = np.array(list(_FINGER_TRAVEL.values()))
-        self.finger_actuator = np.empty(2, dtype=int)
-        for i, name in enumerate(_FINGER_TRAVEL):
-            ids = [a for a in range(model.nu) if model.actuator_trnid[a, 0] == model.joint(name).id]
-            if len(ids) != 1:
-                raise ConfigError(f"{spec.env_name}: expected one actuator on {name}")
-            self.finger_actuator[i] = ids[0]
-        for a in self.finger_actuator:
-            model.actuator_gainprm[a, 0] = config.gripper_stiffness
-            model.actuator_biasprm[a, 1] = -config.gripper_stiffness
-            model.actuator_biasprm[a, 2] = -config.gripper_damping
-            model.actuator_forcelimited[a] = 1
-            model.actuator_forcerange[a] = (-config.gripper_force, config.gripper_force)
-
-        self.welds = np.array([i for i in range(model.neq) if model.eq_type[i] == mujoco.mjtEq.mjEQ_WELD])
-        self.mocap_id = int(model.body_mocapid[model.body("mocap").id])
-
-        model.vis.quality.offsamples = 0
-        model.vis.global_.offwidth = max(int(model.vis.global_.offwidth), config.width)
-        model.vis.global_.offheight = max(int(model.vis.global_.offheight), config.height)
-        self._size = (config.height, config.width)
-        self._renderer: mujoco.Renderer | None = None
-
-    @property
-    def renderer(self) -> mujoco.Renderer:
-        """The offscreen renderer, created on first use (no GL context for scenes that never render)."""
-        if self._renderer is None:
-            self._renderer = make_renderer(self.model, *self._size)
-            # Registered after mujoco's own EGL clean-up, so it runs first: free the context while EGL lives.
-            atexit.register(_close_at_exit, weakref.ref(self))
-        return self._renderer
-
-    def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
-        self.env.close()
-
-
-def make_renderer(model: mujoco.MjModel, height: int, width: int) -> mujoco.Renderer:
-    """An offscreen renderer of ``model`` without shadows and reflections (its GL context is current in, and
-    belongs to, the calling thread)."""
-    try:
-        renderer = mujoco.Renderer(model, height=height, width=width)
-    except Exception as exc:  # noqa: BLE001 - mujoco raises FatalError/RuntimeError/EGL errors alike
-        raise ConfigError(
-            f"rendering failed ({exc}); headless rendering needs MUJOCO_GL=egl (or osmesa) in the"
-            " environment before mujoco is first imported: export it, or import dream_vla_ros.sim"
-            " before metaworld/mujoco"
-        ) from None
-    renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
-    renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
-    return renderer
-
-
-def render_camera(renderer: mujoco.Renderer, data: mujoco.MjData, camera: str) -> np.ndarray:
-    """RGB uint8 [height, width, 3] of ``camera`` showing ``data``, upright (:data:`UPSIDE_DOWN_CAMERAS` turned)."""
-    if camera not in CAMERAS:
-        raise InputError(f"camera: unknown camera {camera!r}; known: {', '.join(CAMERAS)}")
-    renderer.update_scene(data, camera=camera)
-    image = renderer.render()
-    if camera in UPSIDE_DOWN_CAMERAS:
-        image = image[::-1, ::-1]
-    return np.ascontiguousarray(image)
-
-
-def _close_at_exit(scene_ref: weakref.ref) -> None:
-    scene = scene_ref()
-    if scene is not None:
-        scene.close()
-
-
-def _return_freed_memory() -> None:
-    """Hand the heap a closed scene freed back to the OS. A scene's ~200 MB of model, textures and renderer
-    buffers come back as fragmented glibc arenas: without this, a process that rebuilds scenes grows by ~1.5
-    MB per rebuild (+8% over 20 task switches, +13% over a 10-minute soak); with it, it stays flat."""
-    import contextlib
-    import ctypes
-    import gc
-
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def _close_scenes(scenes: dict[str, _Scene]) -> None:
-    for scene in scenes.values():
-        scene.close()
-    scenes.clear()
+    return float(2.0 * np.clip(effort / FINGER_TRAVEL["r_close"], 0.0, 1.0) - 1.0)
 
 
 class JointArm:
@@ -288,9 +161,9 @@ class JointArm:
 
     def __init__(self, config: SimArmConfig | None = None) -> None:
         self.config = config or SimArmConfig()
-        self._scenes: dict[str, _Scene] = {}
-        # Release scenes (about 200 MB each, mostly textures) when the arm is dropped without close().
-        weakref.finalize(self, _close_scenes, self._scenes).atexit = False
+        self._scenes: dict[str, Scene] = {}
+        # Release scenes (large, mostly textures) when the arm is dropped without close().
+        weakref.finalize(self, close_scenes, self._scenes).atexit = False
         self._scene = self._scene_for(self.config.task)
         self._target = np.zeros(NUM_ARM_JOINTS)
         self._gripper_target = GRIPPER_OPEN
@@ -516,19 +389,19 @@ class JointArm:
         return self._scene.model, self._scene.data
 
     # ------------------------------------------------------------------ lifetime
-    def _scene_for(self, task: str) -> _Scene:
+    def _scene_for(self, task: str) -> Scene:
         name = task_spec(task).name
-        scene = self._scenes.pop(name, None) or _Scene(name, self.config)
+        scene = self._scenes.pop(name, None) or Scene(name, self.config)
         self._scenes[name] = scene  # most recently used last
         if len(self._scenes) > self.config.cached_scenes:
             while len(self._scenes) > self.config.cached_scenes:
                 self._scenes.pop(next(iter(self._scenes))).close()
-            _return_freed_memory()
+            return_freed_memory()
         return scene
 
     def close(self) -> None:
         """Release renderers and environments."""
-        _close_scenes(self._scenes)
+        close_scenes(self._scenes)
 
     def __enter__(self) -> JointArm:
         return self

@@ -70,7 +70,8 @@ from dream_vla_ros.train.bag_reading import (
     resize_short_side,
 )
 from dream_vla_ros.train.bag_report import markdown_report
-from dream_vla_ros.train.dataset import META_FILE, DatasetMeta, DatasetWriter, Episode, split_by_episode
+from dream_vla_ros.train.chunk_samples import split_by_episode
+from dream_vla_ros.train.dataset import META_FILE, DatasetMeta, DatasetWriter, Episode
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"

@@ -24,7 +24,8 @@ from dream_vla_ros.errors import InputError
 from dream_vla_ros.policy.checkpoint import load_checkpoint
 from dream_vla_ros.policy.objectives import make_objective
 from dream_vla_ros.policy.samples import TrainingSample
-from dream_vla_ros.train.dataset import ChunkSampler, Dataset, split_by_episode
+from dream_vla_ros.train.chunk_samples import ChunkSampler, split_by_episode
+from dream_vla_ros.train.dataset import Dataset
 from dream_vla_ros.train.trainer import SampleBuilder, action_stride, mean_loss
 
 

@@ -35,7 +35,8 @@ from dream_vla_ros.policy.model import VlaModel
 from dream_vla_ros.policy.normalization import fit_normalization
 from dream_vla_ros.policy.objectives import collate, make_objective
 from dream_vla_ros.policy.samples import TrainingSample
-from dream_vla_ros.train.dataset import ChunkSampler, Dataset, split_by_episode
+from dream_vla_ros.train.chunk_samples import ChunkSampler, split_by_episode
+from dream_vla_ros.train.dataset import Dataset
 from dream_vla_ros.train.instructions import PhrasingPool, goal_config, phrasing_pool
 from dream_vla_ros.train.optimizer_state import load_training_state, save_training_state
 from dream_vla_ros.train.transfer import transfer_weights

@@ -12,11 +12,11 @@ from dream_vla_ros.sim.expert import replay, run_expert
 from dream_vla_ros.sim.joint_arm import (
     CONTROL_DT,
     JOINT_NAMES,
-    UPSIDE_DOWN_CAMERAS,
     JointArm,
     SimArmConfig,
     gripper_from_effort,
 )
+from dream_vla_ros.sim.scene import UPSIDE_DOWN_CAMERAS
 from dream_vla_ros.sim.tasks import MT10
 
 pytestmark = pytest.mark.sim

@@ -11,16 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dream_vla_ros.errors import InputError
+from dream_vla_ros.train.chunk_samples import ChunkSampler, chunk_targets, split_by_episode
 from dream_vla_ros.train.dataset import (
     META_FILE,
-    ChunkSampler,
     Dataset,
     DatasetWriter,
     Episode,
-    chunk_targets,
     compute_stats,
     load_meta,
-    split_by_episode,
 )
 from dream_vla_ros.train.dataset_merge import merge_datasets
 

@@ -73,7 +73,7 @@ class SimArmNodeConfig:
     diagnostics_period: float = 1.0
 
     def __post_init__(self) -> None:
-        from dream_vla_ros.sim.joint_arm import CAMERAS
+        from dream_vla_ros.sim.scene import CAMERAS
         from dream_vla_ros.sim.tasks import PHRASING_SPLITS, task_spec
 
         task_spec(self.task)

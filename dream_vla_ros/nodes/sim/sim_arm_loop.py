@@ -7,11 +7,11 @@ One thread, the only user of MuJoCo, runs :class:`SimulationLoop` at the physics
 are published (none while the arm is offline), the controller is sampled at the end time of the step and the
 arm steps to it, then the episode counts the step and may end. Joint states and frames are stamped with the
 time of the physics state they show; every camera of a frame is rendered from the same state. Rendering
-happens only for camera frames, only for cameras whose topic has a subscriber (about 8 ms of CPU per 96 px
-frame on llvmpipe, against ~1 ms per physics step), and on a camera thread of its own
+happens only for camera frames, only for cameras whose topic has a subscriber (on llvmpipe a frame costs
+several physics steps' worth of CPU; docs/performance.md), and on a camera thread of its own
 (:class:`~dream_vla_ros.sim.camera_thread.CameraThread`, from a copy of the frame's physics state), so the
-physics keeps its pace while frames render; a frame is published when rendered (~10-20 ms after its stamp,
-like a camera's exposure-to-message delay).
+physics keeps its pace while frames render; a frame is published when rendered, after its stamp, like a
+camera's exposure-to-message delay.
 """
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ class SimulationLoop:
             self.next_frame = max(self.next_frame + self.camera_period, t + 0.5 * self.dt)
             watched = [(c, pub) for c, pub in self.outputs.images.items() if pub.get_subscription_count() > 0]
             if not watched:
-                return  # nobody looks: skip the render (about 70% of the simulation's CPU time)
+                return  # nobody looks: skip the render (most of the simulation's CPU time)
             self.cameras.capture(t, *self.arm.physics(), [camera for camera, _ in watched])
 
     def _publish_frame(self, t: float, images: dict[str, Any], render_ms: float) -> None:

@@ -249,7 +249,7 @@ class SimArmNode(Node):
         self._clock_pub.publish(self._clock_type(clock=seconds_to_stamp(t)))
 
     def _on_reset(self, request, response):
-        # Building a task's scene takes up to ~2 s on a loaded machine; two pauses follow.
+        # Building a task's scene takes seconds on a loaded machine (docs/performance.md); two pauses follow.
         timeout = 30.0 + 4.0 * self.config.reset_pause / self._pacer.real_time_factor
         event, reason = self._resets.request(self._episode_choice, timeout)
         response.success = event is not None
