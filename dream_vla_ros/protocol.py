@@ -3,7 +3,7 @@ action result codes.
 
 Pure (no ROS imports), so commanders, evaluation and tests can use it without a ROS environment. The node
 modules document what each name means (``nodes/executor_node.py``, ``nodes/policy_node.py``,
-``nodes/sim_arm_node.py``); here are only the strings.
+``nodes/sim/sim_arm_node.py``); here are only the strings.
 """
 
 from __future__ import annotations
