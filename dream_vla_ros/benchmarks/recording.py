@@ -192,19 +192,11 @@ class _Services:
         from std_srvs.srv import Trigger
 
         from dream_vla_ros.errors import DreamVlaError
+        from dream_vla_ros.ros_calls import call_service
 
         client = self.clients[name]
-        deadline = time.monotonic() + timeout
-        while not client.service_is_ready():
-            if time.monotonic() > deadline:
-                raise DreamVlaError(f"bench recording: no /recorder/{name} service")
-            self.executor.spin_once(timeout_sec=0.05)
-        future = client.call_async(Trigger.Request())
-        while not future.done():
-            if time.monotonic() > deadline:
-                raise DreamVlaError(f"bench recording: /recorder/{name} did not answer")
-            self.executor.spin_once(timeout_sec=0.05)
-        response = future.result()
+        response = call_service(client, Trigger.Request(), timeout, error=DreamVlaError,
+                                pause=lambda: self.executor.spin_once(timeout_sec=0.05))
         if not response.success:
             raise DreamVlaError(f"bench recording: /recorder/{name} refused: {response.message}")
         return json.loads(response.message)

@@ -148,7 +148,6 @@ def _repair(args: argparse.Namespace) -> int:
 
 def _service(args: argparse.Namespace) -> int:
     import os
-    import time
 
     import rclpy
     from rcl_interfaces.srv import SetParameters
@@ -157,24 +156,20 @@ def _service(args: argparse.Namespace) -> int:
 
     from dream_vla_ros.bringup import dds_environment
     from dream_vla_ros.errors import DreamVlaError
+    from dream_vla_ros.ros_calls import call_service
 
     os.environ.update(dds_environment())
     rclpy.init(args=[])
     node = rclpy.create_node("dream_vla_record_cli")
     try:
-        deadline = time.monotonic() + args.timeout
+        def spin() -> None:
+            rclpy.spin_once(node, timeout_sec=0.05)
 
         def call(client, request):
-            while not client.service_is_ready():
-                if time.monotonic() > deadline:
-                    raise DreamVlaError(f"no {client.srv_name} service (is the recorder running?)")
-                rclpy.spin_once(node, timeout_sec=0.05)
-            future = client.call_async(request)
-            while not future.done():
-                if time.monotonic() > deadline:
-                    raise DreamVlaError(f"{client.srv_name} did not answer within {args.timeout} s")
-                rclpy.spin_once(node, timeout_sec=0.05)
-            return future.result()
+            try:
+                return call_service(client, request, args.timeout, pause=spin, error=DreamVlaError)
+            except DreamVlaError as exc:
+                raise DreamVlaError(f"{exc} (is the recorder running?)") from None
 
         values = {k: v for k in ("instruction", "task") if (v := getattr(args, k, None)) is not None}
         if values:
