@@ -65,11 +65,20 @@ def _children(pid: int) -> list[int]:
 
 def _stat_fields(pid: int) -> list[str]:
     """The fields of /proc/<pid>/stat after the command name (state first), or [] once the process is gone."""
+    return _read_stat(Path(f"/proc/{pid}/stat"))[1]
+
+
+def _read_stat(path: Path) -> tuple[str, list[str]]:
+    """(command name, the fields after it) of a /proc stat file, or ("", []) once it is gone."""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
+        text = path.read_text()
     except OSError:
-        return []
-    return text[text.rfind(")") + 2:].split()
+        return "", []
+    return text[text.find("(") + 1:text.rfind(")")], text[text.rfind(")") + 2:].split()
+
+
+def _cpu_seconds(fields: list[str]) -> float:
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14 and 15 of stat)
 
 
 def _proc_sample(pid: int) -> tuple[float, int]:
@@ -78,7 +87,7 @@ def _proc_sample(pid: int) -> tuple[float, int]:
         fields = _stat_fields(member)
         if not fields:
             continue
-        cpu += (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14 and 15 of stat)
+        cpu += _cpu_seconds(fields)
         try:
             for line in Path(f"/proc/{member}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -122,12 +131,9 @@ def thread_cpu_seconds(pid: int) -> dict[tuple[int, str], float]:
     except OSError:
         return out
     for task in tasks:
-        try:
-            text = (task / "stat").read_text()
-        except OSError:
-            continue
-        fields = text[text.rfind(")") + 2:].split()
-        out[(int(task.name), text[text.find("(") + 1:text.rfind(")")])] = (int(fields[11]) + int(fields[12])) / _TICKS
+        name, fields = _read_stat(task / "stat")
+        if fields:
+            out[(int(task.name), name)] = _cpu_seconds(fields)
     return out
 
 

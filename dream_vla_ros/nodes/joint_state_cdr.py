@@ -19,7 +19,16 @@ import numpy as np
 
 from dream_vla_ros.errors import InputError
 
-_PLAIN_CDR = {b"\x00\x00": ">", b"\x00\x01": "<"}  # encapsulation id -> byte order
+
+class _Layout(NamedTuple):
+    u32: struct.Struct
+    stamp: struct.Struct  # builtin_interfaces/Time: int32 sec, uint32 nanosec
+    f8: str  # numpy dtype of a float64
+
+
+# encapsulation id of plain CDR -> its byte order's layout
+_PLAIN_CDR = {order_id: _Layout(struct.Struct(order + "I"), struct.Struct(order + "iI"), order + "f8")
+              for order_id, order in ((b"\x00\x00", ">"), (b"\x00\x01", "<"))}
 
 
 class StampView(NamedTuple):
@@ -43,18 +52,23 @@ class JointStateView(NamedTuple):
 
 
 class _Reader:
-    def __init__(self, data: bytes, order: str) -> None:
-        self.data, self.order, self.at = data, order, 4  # after the encapsulation header
-        self._u32 = struct.Struct(order + "I")
+    def __init__(self, data: bytes, layout: _Layout) -> None:
+        self.data, self.layout, self.at = data, layout, 4  # after the encapsulation header
 
     def align(self, size: int) -> None:
         self.at += -(self.at - 4) % size  # alignment counts from the end of the encapsulation header
 
     def u32(self) -> int:
         self.align(4)
-        (value,) = self._u32.unpack_from(self.data, self.at)
+        (value,) = self.layout.u32.unpack_from(self.data, self.at)
         self.at += 4
         return value
+
+    def stamp(self) -> StampView:
+        self.align(4)
+        sec, nanosec = self.layout.stamp.unpack_from(self.data, self.at)
+        self.at += 8
+        return StampView(sec, nanosec)
 
     def string(self) -> str:
         size = self.u32()
@@ -68,7 +82,7 @@ class _Reader:
         count = self.u32()
         if count:
             self.align(8)
-        values = np.frombuffer(self.data, dtype=self.order + "f8", count=count, offset=self.at)
+        values = np.frombuffer(self.data, dtype=self.layout.f8, count=count, offset=self.at)
         self.at += 8 * count
         return values
 
@@ -76,13 +90,11 @@ class _Reader:
 def read_joint_state_cdr(data: bytes, msg_type: Any) -> JointStateView | Any:
     """The JointState serialised in ``data``: a :class:`JointStateView` for plain CDR, else the message of
     ``msg_type`` (sensor_msgs/JointState) that ``rclpy`` deserialises."""
-    order = _PLAIN_CDR.get(bytes(data[:2]))
-    if order is not None:
+    layout = _PLAIN_CDR.get(bytes(data[:2]))
+    if layout is not None:
         try:
-            reader = _Reader(data, order)
-            sec, nanosec = struct.unpack_from(order + "iI", data, 4)
-            reader.at = 12
-            header = HeaderView(StampView(sec, nanosec), reader.string())
+            reader = _Reader(data, layout)
+            header = HeaderView(reader.stamp(), reader.string())
             names = tuple(reader.string() for _ in range(reader.u32()))
             return JointStateView(header, names, reader.doubles(), reader.doubles(), reader.doubles())
         except (ValueError, struct.error, UnicodeDecodeError):

@@ -56,12 +56,12 @@ class CameraThread:
     def capture(self, t: float, model: mujoco.MjModel, data: mujoco.MjData, cameras: Sequence[str]) -> None:
         """Render ``cameras`` showing the state ``data`` holds now, as the frame of time ``t`` (waits while a
         frame is in flight)."""
-        if model.ntendon or model.nskin or model.nflex:
-            raise ConfigError("camera thread: scenes with tendons, skins or flexes are not supported")
         with self._wake:
             if not self._wait_idle():
                 return
-            if self._copy is None or self._copy[0] is not model:
+            if self._copy is None or self._copy[0] is not model:  # a new scene
+                if model.ntendon or model.nskin or model.nflex:
+                    raise ConfigError("camera thread: scenes with tendons, skins or flexes are not supported")
                 self._copy = (model, mujoco.MjData(model))
             state = self._copy[1]
             for name in RENDER_STATE:
